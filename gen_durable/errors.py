@@ -1,0 +1,73 @@
+"""Typed errors raised by gen_durable.
+
+Every error a caller can act on derives from :class:`DurableError`. Bad input to the
+client API raises one of these *before* anything is written.
+"""
+
+from __future__ import annotations
+
+
+class DurableError(Exception):
+    """Base class of every error gen_durable raises on purpose."""
+
+
+class ConfigurationError(DurableError):
+    """A Runner, engine or class option is invalid (e.g. a pool too small)."""
+
+
+class DefinitionError(DurableError):
+    """An FSM or Job class is declared incorrectly (unknown step, bad option, name clash)."""
+
+
+class ValidationError(DurableError, ValueError):
+    """Input to the API is invalid; nothing was written."""
+
+
+class UnknownClass(ValidationError):
+    """A class or registry name is not a registered FSM or Job."""
+
+
+class InvalidState(ValidationError):
+    """State or args do not structure into the class's declared type."""
+
+
+class InvalidPayload(ValidationError):
+    """A payload, state or result is not JSON-serialisable."""
+
+
+class NotFound(DurableError, LookupError):
+    """No instance matches the given id or correlation key."""
+
+
+class DuplicateInstance(DurableError):
+    """An unfinished instance with this correlation key exists (``on_conflict="raise"``)."""
+
+    def __init__(self, correlation_key: str, existing_id: int) -> None:
+        super().__init__(
+            f"an unfinished instance with correlation key {correlation_key!r} exists "
+            f"(id {existing_id})"
+        )
+        self.correlation_key = correlation_key
+        self.existing_id = existing_id
+
+
+class InvalidTransition(DurableError):
+    """An operation does not apply to the instance in its current status."""
+
+
+class InvalidOutcome(DurableError):
+    """A step returned something that is not a valid outcome for its class."""
+
+
+class LeaseLost(DurableError):
+    """The runtime no longer owns the instance: its commit was fenced out."""
+
+
+class InstanceFailed(DurableError):
+    """The awaited instance finished as failed or cancelled."""
+
+    def __init__(self, instance_id: int, status: str, error: object) -> None:
+        super().__init__(f"instance {instance_id} finished {status}: {error}")
+        self.instance_id = instance_id
+        self.status = status
+        self.error = error

@@ -1,0 +1,348 @@
+"""Definitions: FSM and Job base classes, the ``@step`` marker, insert specs, registry.
+
+A class registers itself under its stable ``name`` when it is defined, so the engine,
+the CLI and upgrade checks know every step of every class.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+import attrs
+
+from gen_durable import serialization
+from gen_durable.errors import DefinitionError, UnknownClass, ValidationError
+from gen_durable.retry import Backoff, BackoffSpec
+from gen_durable.types import JSON
+
+if TYPE_CHECKING:
+    from gen_durable.context import Context
+    from gen_durable.outcomes import Outcome
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_QUEUE = "default"
+MAX_PRIORITY = 9
+
+_registry: dict[str, type[Definition]] = {}
+
+
+def step(func: F) -> F:
+    """Mark a method as a step of its FSM (an alternative to ``steps = (...)``)."""
+    func.__gd_step__ = True  # type: ignore[attr-defined]
+    return func
+
+
+class Definition:
+    """What FSM and Job share: class options, typed state, registration."""
+
+    name: ClassVar[str]
+    """Stable registry name; defaults to ``module.QualifiedName``. Set it to survive renames."""
+    queue: ClassVar[str] = DEFAULT_QUEUE
+    priority: ClassVar[int] = 0
+    max_attempts: ClassVar[int] = 10
+    backoff: ClassVar[BackoffSpec] = Backoff()
+    timeout: ClassVar[float | None] = None
+    """Per-step timeout in seconds: past it the lease is no longer extended."""
+    abstract: ClassVar[bool] = False
+    """An abstract base class is not registered and cannot be inserted."""
+
+    _gd_steps: ClassVar[tuple[str, ...]] = ()
+    _gd_initial: ClassVar[str] = ""
+    _gd_state_type: ClassVar[type[Any] | None] = None
+    _gd_kind: ClassVar[Literal["fsm", "job"]] = "fsm"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("abstract", False) or cls in (FSM, Job):
+            return
+        cls._gd_configure()
+        _validate_options(cls)
+        if "name" not in cls.__dict__:
+            cls.name = f"{cls.__module__}.{cls.__qualname__}"
+        _register(cls)
+
+    @classmethod
+    def _gd_configure(cls) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def new(
+        cls,
+        *,
+        state: Any = None,
+        args: Any = None,
+        correlation_key: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+    ) -> InsertSpec:
+        """Build an insert spec for ``insert_all`` (validated at once, nothing written)."""
+        return InsertSpec.build(
+            cls,
+            state=state,
+            args=args,
+            correlation_key=correlation_key,
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            run_at=run_at,
+            max_attempts=max_attempts,
+        )
+
+    def step(self, name: str, ctx: Context) -> Outcome:
+        """Run step ``name``; by default calls the method of that name with ``ctx``."""
+        method = getattr(self, name, None)
+        if method is None:
+            raise DefinitionError(f"{type(self).name} has no method for step {name!r}")
+        result: Outcome = method(ctx)
+        return result
+
+    def on_error(self, name: str, error: BaseException, ctx: Context) -> Outcome | None:
+        """Called when step ``name`` has used its last attempt.
+
+        Return an outcome (compensation) to continue, or None to fail the instance.
+        """
+        return None
+
+
+class FSM(Definition):
+    """A durable finite-state machine.
+
+    Name the steps with ``steps = ("start", "ship")`` (the first is the initial step
+    unless ``initial`` says otherwise) or mark one method per step with ``@step``.
+    Declare typed state as a nested attrs class ``State`` (or ``state_type = ...``).
+    """
+
+    steps: ClassVar[tuple[str, ...]] = ()
+    initial: ClassVar[str | None] = None
+    state_type: ClassVar[type[Any] | None] = None
+
+    @classmethod
+    def _gd_configure(cls) -> None:
+        declared = tuple(cls.__dict__.get("steps", ())) or tuple(cls.steps)
+        marked = tuple(
+            name for name, member in _own_and_inherited(cls) if getattr(member, "__gd_step__", False)
+        )
+        if declared and marked and set(marked) - set(declared):
+            extra = sorted(set(marked) - set(declared))
+            raise DefinitionError(f"{cls.__qualname__}: @step methods {extra} are not in steps")
+        names = declared or marked
+        if not names:
+            raise DefinitionError(
+                f"{cls.__qualname__} declares no steps: set steps = (...) or mark methods "
+                "with @step (or set abstract = True)"
+            )
+        for item in names:
+            if not isinstance(item, str) or not item:
+                raise DefinitionError(f"{cls.__qualname__}: step names are non-empty strings")
+        if len(set(names)) != len(names):
+            raise DefinitionError(f"{cls.__qualname__}: duplicate step names in {names}")
+        initial = cls.initial or names[0]
+        if initial not in names:
+            raise DefinitionError(f"{cls.__qualname__}: initial step {initial!r} is not a step")
+        cls._gd_steps = names
+        cls._gd_initial = initial
+        cls._gd_state_type = _declared_type(cls, "State", "state_type")
+        cls._gd_kind = "fsm"
+
+
+class Job(Definition):
+    """A one-shot job: ``perform(self, args)`` or ``perform(self, args, ctx)``.
+
+    Its return value is the result; an exception retries it with backoff. ``args`` is
+    JSON, or an attrs ``Args`` class (or ``args_type = ...``).
+    """
+
+    args_type: ClassVar[type[Any] | None] = None
+    _gd_perform_takes_ctx: ClassVar[bool] = False
+
+    @classmethod
+    def _gd_configure(cls) -> None:
+        perform = getattr(cls, "perform", None)
+        if perform is None or not callable(perform):
+            raise DefinitionError(f"{cls.__qualname__} must define perform(self, args[, ctx])")
+        params = [
+            p
+            for p in inspect.signature(perform).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        if len(params) not in (2, 3):
+            raise DefinitionError(
+                f"{cls.__qualname__}.perform takes (self, args) or (self, args, ctx)"
+            )
+        cls._gd_perform_takes_ctx = len(params) == 3
+        cls._gd_steps = ("perform",)
+        cls._gd_initial = "perform"
+        cls._gd_state_type = _declared_type(cls, "Args", "args_type")
+        cls._gd_kind = "job"
+
+    def step(self, name: str, ctx: Context) -> Any:
+        """Call ``perform`` with the job's args (and ``ctx`` when it asks for it)."""
+        perform: Callable[..., Any] = self.perform  # type: ignore[attr-defined]
+        if self._gd_perform_takes_ctx:
+            return perform(ctx.state, ctx)
+        return perform(ctx.state)
+
+
+@attrs.frozen
+class InsertSpec:
+    """One instance to insert: built by ``Cls.new(...)``, validated when built."""
+
+    cls: type[Definition]
+    state: JSON
+    correlation_key: str | None
+    queue: str
+    priority: int
+    delay: float | None
+    run_at: datetime | None
+    max_attempts: int
+
+    @classmethod
+    def build(
+        cls,
+        definition: type[Definition] | str,
+        *,
+        state: Any = None,
+        args: Any = None,
+        correlation_key: str | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+    ) -> InsertSpec:
+        """Validate every option and the state/args against the class's type."""
+        target = resolve(definition)
+        if state is not None and args is not None:
+            raise ValidationError("give state= or args=, not both")
+        if target._gd_kind == "job" and state is not None:
+            raise ValidationError(f"{target.name} is a Job: pass args=, not state=")
+        if target._gd_kind == "fsm" and args is not None:
+            raise ValidationError(f"{target.name} is an FSM: pass state=, not args=")
+        value = state if state is not None else args
+        type_ = target._gd_state_type
+        if value is None:
+            value = {} if type_ is None or target._gd_kind == "fsm" else None
+        what = "args" if target._gd_kind == "job" else "state"
+        data = serialization.validate_state(value, type_, what)
+        if correlation_key is not None and (
+            not isinstance(correlation_key, str) or not correlation_key
+        ):
+            raise ValidationError("correlation_key must be a non-empty string")
+        queue = target.queue if queue is None else queue
+        if not isinstance(queue, str) or not queue:
+            raise ValidationError("queue must be a non-empty string")
+        priority = target.priority if priority is None else priority
+        _check_priority(priority)
+        if delay is not None and run_at is not None:
+            raise ValidationError("give delay= or run_at=, not both")
+        if delay is not None and (
+            isinstance(delay, bool)
+            or not isinstance(delay, int | float)
+            or not math.isfinite(delay)
+            or delay < 0
+        ):
+            raise ValidationError(f"delay must be seconds >= 0, got {delay!r}")
+        if run_at is not None and (not isinstance(run_at, datetime) or run_at.tzinfo is None):
+            raise ValidationError("run_at must be a timezone-aware datetime")
+        attempts = target.max_attempts if max_attempts is None else max_attempts
+        _check_attempts(attempts)
+        return cls(
+            cls=target,
+            state=data,
+            correlation_key=correlation_key,
+            queue=queue,
+            priority=priority,
+            delay=float(delay) if delay is not None else None,
+            run_at=run_at,
+            max_attempts=attempts,
+        )
+
+
+def _check_priority(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PRIORITY:
+        raise ValidationError(f"priority must be an int from 0 to {MAX_PRIORITY}, got {value!r}")
+
+
+def _check_attempts(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(f"max_attempts must be an int >= 1, got {value!r}")
+
+
+def _validate_options(cls: type[Definition]) -> None:
+    try:
+        _check_priority(cls.priority)
+        _check_attempts(cls.max_attempts)
+    except ValidationError as exc:
+        raise DefinitionError(f"{cls.__qualname__}: {exc}") from None
+    if not isinstance(cls.queue, str) or not cls.queue:
+        raise DefinitionError(f"{cls.__qualname__}: queue must be a non-empty string")
+    if cls.timeout is not None and (
+        not isinstance(cls.timeout, int | float) or not math.isfinite(cls.timeout) or cls.timeout <= 0
+    ):
+        raise DefinitionError(f"{cls.__qualname__}: timeout must be seconds > 0")
+    if not (isinstance(cls.backoff, Backoff) or callable(cls.backoff)):
+        raise DefinitionError(f"{cls.__qualname__}: backoff must be a Backoff or a callable")
+
+
+def _declared_type(cls: type[Definition], nested: str, option: str) -> type[Any] | None:
+    explicit = getattr(cls, option, None)
+    if explicit is not None:
+        return explicit  # type: ignore[no-any-return]
+    candidate = getattr(cls, nested, None)
+    if candidate is not None and not attrs.has(candidate):
+        raise DefinitionError(f"{cls.__qualname__}.{nested} must be an attrs class")
+    return candidate
+
+
+def _own_and_inherited(cls: type) -> Iterator[tuple[str, Any]]:
+    seen: set[str] = set()
+    for klass in reversed(cls.__mro__):
+        for name, member in vars(klass).items():
+            if name not in seen:
+                seen.add(name)
+                yield name, member
+
+
+def _register(cls: type[Definition]) -> None:
+    existing = _registry.get(cls.name)
+    if existing is not None and existing is not cls and (
+        existing.__module__,
+        existing.__qualname__,
+    ) != (cls.__module__, cls.__qualname__):
+        raise DefinitionError(
+            f"registry name {cls.name!r} is taken by {existing.__module__}.{existing.__qualname__}"
+        )
+    _registry[cls.name] = cls
+
+
+def resolve(definition: type[Definition] | str) -> type[Definition]:
+    """The registered class for a class or registry name; raises :class:`UnknownClass`."""
+    if isinstance(definition, str):
+        found = _registry.get(definition)
+        if found is None:
+            raise UnknownClass(f"no FSM or Job is registered as {definition!r}")
+        return found
+    if not isinstance(definition, type) or not issubclass(definition, Definition):
+        raise UnknownClass(f"{definition!r} is not an FSM or Job class")
+    name = getattr(definition, "name", None)
+    if name is None or _registry.get(name) is not definition:
+        raise UnknownClass(f"{definition.__qualname__} is not a registered FSM or Job")
+    return definition
+
+
+def lookup(name: str) -> type[Definition] | None:
+    """The class registered under ``name``, or None."""
+    return _registry.get(name)
+
+
+def registered() -> dict[str, type[Definition]]:
+    """A copy of the registry: name -> class."""
+    return dict(_registry)

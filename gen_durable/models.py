@@ -1,0 +1,203 @@
+"""The tables (SQLAlchemy 2 declarative), in the logical schema ``gen_durable``.
+
+The real schema is chosen at run time through ``schema_translate_map``
+(:data:`SCHEMA_TOKEN` -> the configured schema), so no SQL embeds a schema name.
+Lease and heartbeat columns are deliberately unindexed so that those updates are HOT.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_TOKEN = "gen_durable"
+"""The schema name written in the models; translated to the configured schema."""
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+STATUSES = ("scheduled", "available", "running", "awaiting", "done", "failed", "cancelled")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the gen_durable tables."""
+
+    metadata = MetaData(schema=SCHEMA_TOKEN, naming_convention=NAMING)
+
+
+TS = DateTime(timezone=True)
+
+
+class Instance(Base):
+    """One FSM or job instance: its state, where it is, and who holds it."""
+
+    __tablename__ = "gd_instances"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    fsm: Mapped[str] = mapped_column(Text)
+    queue: Mapped[str] = mapped_column(Text)
+    priority: Mapped[int] = mapped_column(SmallInteger, server_default=text("0"))
+    status: Mapped[str] = mapped_column(Text)
+    step: Mapped[str] = mapped_column(Text)
+    state: Mapped[Any] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    version: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    attempt: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    run_at: Mapped[datetime | None] = mapped_column(TS)
+    correlation_key: Mapped[str | None] = mapped_column(Text)
+    lease_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    lease_owner: Mapped[str | None] = mapped_column(Text)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(TS)
+    await_names: Mapped[list[str] | None] = mapped_column(ARRAY(Text))
+    await_all: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    await_limit: Mapped[int | None] = mapped_column(Integer)
+    timeout_step: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[Any | None] = mapped_column(JSONB)
+    error: Mapped[Any | None] = mapped_column(JSONB)
+    parent_id: Mapped[int | None] = mapped_column(BigInteger)
+    pending_children: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    finished_at: Mapped[datetime | None] = mapped_column(TS)
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('scheduled', 'available', 'running', 'awaiting', "
+            "'done', 'failed', 'cancelled')",
+            name="status",
+        ),
+        CheckConstraint("priority BETWEEN 0 AND 9", name="priority"),
+        CheckConstraint("max_attempts >= 1", name="max_attempts"),
+        # The picker: runnable rows of a queue in priority, then FIFO order.
+        Index(
+            "ix_gd_instances_pick",
+            "queue",
+            "priority",
+            "run_at",
+            "id",
+            postgresql_where=text("status = 'available'"),
+        ),
+        # Timers: scheduled rows and awaits with a timeout, by due time.
+        Index(
+            "ix_gd_instances_due",
+            "run_at",
+            postgresql_where=text("status IN ('scheduled', 'awaiting') AND run_at IS NOT NULL"),
+        ),
+        # The reaper scans only running rows; lease_expires_at stays unindexed (HOT).
+        Index("ix_gd_instances_running", "id", postgresql_where=text("status = 'running'")),
+        # A correlation key is unique among unfinished instances.
+        Index(
+            "uq_gd_instances_live_key",
+            "correlation_key",
+            unique=True,
+            postgresql_where=text("finished_at IS NULL"),
+        ),
+        # Reads by key fall back to the newest finished instance.
+        Index(
+            "ix_gd_instances_key",
+            "correlation_key",
+            "id",
+            postgresql_where=text("correlation_key IS NOT NULL"),
+        ),
+        Index("ix_gd_instances_finished", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
+        Index("ix_gd_instances_parent", "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
+    )
+
+
+class SignalRow(Base):
+    """A signal sent to an instance: pending until a step consumes it."""
+
+    __tablename__ = "gd_signals"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    instance_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("gd_instances.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(Text)
+    payload: Mapped[Any | None] = mapped_column(JSONB)
+    idempotency_key: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    consumed_at: Mapped[datetime | None] = mapped_column(TS)
+    consumed_version: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("ix_gd_signals_instance", "instance_id", "id"),
+        Index(
+            "ix_gd_signals_pending",
+            "instance_id",
+            "name",
+            "id",
+            postgresql_where=text("consumed_at IS NULL"),
+        ),
+        Index(
+            "uq_gd_signals_idempotency",
+            "instance_id",
+            "idempotency_key",
+            unique=True,
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
+    )
+
+
+class Node(Base):
+    """A live runner: its heartbeat and what it can run."""
+
+    __tablename__ = "gd_nodes"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    hostname: Mapped[str] = mapped_column(Text)
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[Any] = mapped_column(JSONB)
+    fsms: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    started_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    heartbeat_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+
+instances = Instance.__table__
+signals = SignalRow.__table__
+nodes = Node.__table__
+metadata = Base.metadata
+
+_schema = SCHEMA_TOKEN
+
+
+def configure_schema(name: str) -> None:
+    """Set the PostgreSQL schema that holds the gen_durable tables (process-wide)."""
+    if not isinstance(name, str) or not name or len(name) > 63:
+        raise ValueError("schema must be a non-empty identifier of at most 63 characters")
+    global _schema
+    _schema = name
+
+
+def schema_name() -> str:
+    """The configured schema (default ``gen_durable``)."""
+    return _schema
+
+
+def translate_map(schema: str | None = None) -> dict[str | None, str | None]:
+    """The ``schema_translate_map`` execution option for the configured schema."""
+    return {SCHEMA_TOKEN: schema or _schema}

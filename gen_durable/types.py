@@ -1,0 +1,99 @@
+"""Plain value types shared by every layer."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, TypeAlias
+
+import attrs
+
+JSON: TypeAlias = Any
+"""A value that ``json.dumps`` accepts: dict, list, str, int, float, bool or None."""
+
+
+class Status(enum.StrEnum):
+    """Lifecycle of an instance (the ``status`` column)."""
+
+    SCHEDULED = "scheduled"
+    """Runnable once ``run_at`` has passed (a delay, a backoff, a Sleep)."""
+    AVAILABLE = "available"
+    """Runnable now; the next free runner claims it."""
+    RUNNING = "running"
+    """Claimed under a lease by a runner."""
+    AWAITING = "awaiting"
+    """Parked until a matching signal arrives (or its timeout passes)."""
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for the terminal statuses."""
+        return self in FINISHED
+
+
+FINISHED = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED})
+
+
+@attrs.frozen
+class Signal:
+    """A signal as a step sees it in ``ctx.awaited``."""
+
+    id: int
+    name: str
+    payload: JSON
+    created_at: datetime
+
+
+@attrs.frozen
+class SignalInfo:
+    """A signal as :func:`gen_durable.get` shows it."""
+
+    id: int
+    name: str
+    payload: JSON
+    created_at: datetime
+    consumed_at: datetime | None
+    idempotency_key: str | None
+
+
+@attrs.frozen
+class SignalResult:
+    """What :func:`gen_durable.signal` reports."""
+
+    signal_id: int
+    instance_id: int
+    duplicate: bool = False
+    started: bool = False
+
+
+@attrs.frozen
+class InstanceSnapshot:
+    """A read-only view of an instance, as :func:`gen_durable.get` returns it."""
+
+    id: int
+    fsm: str
+    status: Status
+    step: str
+    state: JSON
+    queue: str
+    priority: int
+    attempt: int
+    max_attempts: int
+    version: int
+    correlation_key: str | None
+    run_at: datetime | None
+    awaiting: tuple[str, ...] | None
+    result: JSON
+    error: JSON
+    parent_id: int | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    signals: tuple[SignalInfo, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        """True once the instance is done, failed or cancelled."""
+        return self.status.finished
