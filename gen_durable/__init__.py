@@ -1,3 +1,51 @@
-"""gen_durable: durable finite-state machines and jobs whose state lives in PostgreSQL."""
+"""gen_durable: durable finite-state machines and jobs whose state lives in PostgreSQL.
+
+The public API lives here; the modules behind it are private unless documented.
+"""
 
 from __future__ import annotations
+
+from gen_durable import errors
+from gen_durable.api import cancel, get, insert, insert_all, retry, signal
+from gen_durable.context import Context
+from gen_durable.fsm import FSM, InsertSpec, Job, step
+from gen_durable.models import configure_schema, schema_name
+from gen_durable.outcomes import KEEP, Await, Cancel, Done, Fail, Next, Sleep
+from gen_durable.retry import Backoff
+from gen_durable.runner import Runner
+from gen_durable.runtime.executor import StepReport
+from gen_durable.types import InstanceSnapshot, Signal, SignalInfo, SignalResult, Status
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FSM",
+    "KEEP",
+    "Await",
+    "Backoff",
+    "Cancel",
+    "Context",
+    "Done",
+    "Fail",
+    "InsertSpec",
+    "InstanceSnapshot",
+    "Job",
+    "Next",
+    "Runner",
+    "Signal",
+    "SignalInfo",
+    "SignalResult",
+    "Sleep",
+    "Status",
+    "StepReport",
+    "cancel",
+    "configure_schema",
+    "errors",
+    "get",
+    "insert",
+    "insert_all",
+    "retry",
+    "schema_name",
+    "signal",
+    "step",
+]

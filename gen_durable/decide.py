@@ -99,9 +99,7 @@ def _decide_failure(snap: StepSnapshot, failure: Failure, state: JSON) -> Decisi
     return Decision(kind="error", status="failed", step=snap.step, state=state, error=failure.error)
 
 
-def _decide_outcome(
-    snap: StepSnapshot, outcome: Outcome, state: JSON, error: JSON
-) -> Decision:
+def _decide_outcome(snap: StepSnapshot, outcome: Outcome, state: JSON, error: JSON) -> Decision:
     if isinstance(outcome, Next):
         _check_step(snap, outcome.step, "Next")
         return Decision(
@@ -142,7 +140,11 @@ def _decide_outcome(
         )
     if isinstance(outcome, Done):
         return Decision(
-            kind="done", status="done", step=snap.step, state=state, result=outcome.result,
+            kind="done",
+            status="done",
+            step=snap.step,
+            state=state,
+            result=outcome.result,
             error=error,
         )
     if isinstance(outcome, Fail):

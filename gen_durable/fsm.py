@@ -58,7 +58,7 @@ class Definition:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.__dict__.get("abstract", False) or cls in (FSM, Job):
+        if cls.__dict__.get("abstract", False) or cls.__module__ == __name__:
             return
         cls._gd_configure()
         _validate_options(cls)
@@ -128,7 +128,9 @@ class FSM(Definition):
     def _gd_configure(cls) -> None:
         declared = tuple(cls.__dict__.get("steps", ())) or tuple(cls.steps)
         marked = tuple(
-            name for name, member in _own_and_inherited(cls) if getattr(member, "__gd_step__", False)
+            name
+            for name, member in _own_and_inherited(cls)
+            if getattr(member, "__gd_step__", False)
         )
         if declared and marked and set(marked) - set(declared):
             extra = sorted(set(marked) - set(declared))
@@ -285,7 +287,9 @@ def _validate_options(cls: type[Definition]) -> None:
     if not isinstance(cls.queue, str) or not cls.queue:
         raise DefinitionError(f"{cls.__qualname__}: queue must be a non-empty string")
     if cls.timeout is not None and (
-        not isinstance(cls.timeout, int | float) or not math.isfinite(cls.timeout) or cls.timeout <= 0
+        not isinstance(cls.timeout, int | float)
+        or not math.isfinite(cls.timeout)
+        or cls.timeout <= 0
     ):
         raise DefinitionError(f"{cls.__qualname__}: timeout must be seconds > 0")
     if not (isinstance(cls.backoff, Backoff) or callable(cls.backoff)):
@@ -313,10 +317,15 @@ def _own_and_inherited(cls: type) -> Iterator[tuple[str, Any]]:
 
 def _register(cls: type[Definition]) -> None:
     existing = _registry.get(cls.name)
-    if existing is not None and existing is not cls and (
-        existing.__module__,
-        existing.__qualname__,
-    ) != (cls.__module__, cls.__qualname__):
+    if (
+        existing is not None
+        and existing is not cls
+        and (
+            existing.__module__,
+            existing.__qualname__,
+        )
+        != (cls.__module__, cls.__qualname__)
+    ):
         raise DefinitionError(
             f"registry name {cls.name!r} is taken by {existing.__module__}.{existing.__qualname__}"
         )

@@ -123,8 +123,14 @@ class Instance(Base):
             "id",
             postgresql_where=text("correlation_key IS NOT NULL"),
         ),
-        Index("ix_gd_instances_finished", "finished_at", postgresql_where=text("finished_at IS NOT NULL")),
-        Index("ix_gd_instances_parent", "parent_id", postgresql_where=text("parent_id IS NOT NULL")),
+        Index(
+            "ix_gd_instances_finished",
+            "finished_at",
+            postgresql_where=text("finished_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_gd_instances_parent", "parent_id", postgresql_where=text("parent_id IS NOT NULL")
+        ),
     )
 
 

@@ -1,0 +1,332 @@
+"""The client API: insert, signal, cancel, retry, get.
+
+Every function works inside the caller's transaction — a SQLAlchemy ``Session`` or
+``Connection`` — and never commits for them. Input is validated before any SQL runs; a
+check only the database can make runs in a SAVEPOINT, so a typed error leaves the
+caller's transaction usable and nothing written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any, Literal
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gen_durable import serialization, store
+from gen_durable.errors import (
+    DuplicateInstance,
+    InvalidTransition,
+    NotFound,
+    ValidationError,
+)
+from gen_durable.fsm import Definition, InsertSpec
+from gen_durable.store._common import SEP
+from gen_durable.store.instances import NewInstance
+from gen_durable.types import JSON, InstanceSnapshot, SignalInfo, SignalResult, Status
+
+Bind = Session | Connection
+OnConflict = Literal["return", "raise"]
+
+__all__ = ["cancel", "get", "insert", "insert_all", "retry", "signal"]
+
+
+def _connection(bind: Bind) -> Connection:
+    if isinstance(bind, Session):
+        return bind.connection()
+    if isinstance(bind, Connection):
+        return bind
+    raise ValidationError(f"expected a SQLAlchemy Session or Connection, got {type(bind).__name__}")
+
+
+def _check_on_conflict(value: str) -> None:
+    if value not in ("return", "raise"):
+        raise ValidationError(f"on_conflict must be 'return' or 'raise', got {value!r}")
+
+
+def _check_target(target: object) -> int | str:
+    if isinstance(target, bool) or not isinstance(target, int | str):
+        raise ValidationError(
+            f"target must be an instance id (int) or a correlation key (str), got {target!r}"
+        )
+    if isinstance(target, str) and not target:
+        raise ValidationError("a correlation key is a non-empty string")
+    return target
+
+
+def _new_row(spec: InsertSpec, parent_id: int | None = None) -> NewInstance:
+    return NewInstance(
+        fsm=spec.cls.name,
+        queue=spec.queue,
+        priority=spec.priority,
+        step=spec.cls._gd_initial,
+        state=serialization.dumps(spec.state),
+        max_attempts=spec.max_attempts,
+        correlation_key=spec.correlation_key,
+        delay=spec.delay,
+        run_at=spec.run_at,
+        parent_id=parent_id,
+    )
+
+
+def insert(
+    bind: Bind,
+    cls: type[Definition] | str,
+    *,
+    state: Any = None,
+    args: Any = None,
+    correlation_key: str | None = None,
+    queue: str | None = None,
+    priority: int | None = None,
+    delay: float | None = None,
+    run_at: datetime | None = None,
+    max_attempts: int | None = None,
+    on_conflict: OnConflict = "return",
+    now: datetime | None = None,
+) -> int:
+    """Insert one instance in the caller's transaction and return its id.
+
+    When an unfinished instance already has ``correlation_key``, return its id
+    (``on_conflict="return"``) or raise :class:`DuplicateInstance` (``"raise"``).
+    """
+    spec = InsertSpec.build(
+        cls,
+        state=state,
+        args=args,
+        correlation_key=correlation_key,
+        queue=queue,
+        priority=priority,
+        delay=delay,
+        run_at=run_at,
+        max_attempts=max_attempts,
+    )
+    return insert_all(bind, [spec], on_conflict=on_conflict, now=now)[0]
+
+
+def insert_all(
+    bind: Bind,
+    specs: Iterable[InsertSpec],
+    *,
+    on_conflict: OnConflict = "return",
+    now: datetime | None = None,
+) -> list[int]:
+    """Insert many instances (built with ``Cls.new(...)``) in one statement; return their ids.
+
+    With ``on_conflict="raise"`` a live correlation key anywhere in the batch raises
+    :class:`DuplicateInstance` and none of the batch is written.
+    """
+    _check_on_conflict(on_conflict)
+    items = list(specs)
+    for spec in items:
+        if not isinstance(spec, InsertSpec):
+            raise ValidationError(f"insert_all takes specs from Cls.new(...), got {spec!r}")
+    if not items:
+        return []
+    conn = _connection(bind)
+    rows = [_new_row(spec) for spec in items]
+    if on_conflict == "raise":
+        keys = [r.correlation_key for r in rows if r.correlation_key]
+        if len(keys) != len(set(keys)):
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise ValidationError(f"correlation key {dup!r} appears twice in one insert_all")
+        with conn.begin_nested() as savepoint:
+            ids = _insert_rows(conn, rows, now)
+            clash = next((r for r, (_, made) in zip(rows, ids, strict=True) if not made), None)
+            if clash is not None:
+                savepoint.rollback()
+                assert clash.correlation_key is not None
+                raise DuplicateInstance(clash.correlation_key, ids[rows.index(clash)][0])
+    else:
+        ids = _insert_rows(conn, rows, now)
+    made_queues = [r.queue for r, (_, made) in zip(rows, ids, strict=True) if made]
+    store.notify.notify(conn, made_queues)
+    return [i for i, _ in ids]
+
+
+def _insert_rows(
+    conn: Connection, rows: Sequence[NewInstance], now: datetime | None
+) -> list[tuple[int, bool]]:
+    """Insert; for rows whose key is live, the live instance's id. (id, created) per row."""
+    out: list[tuple[int, bool] | None] = [None] * len(rows)
+    todo = list(range(len(rows)))
+    for _round in range(5):
+        batch = [rows[i] for i in todo]
+        if len(batch) == 1:
+            got = [store.instances.insert_one(conn, batch[0], now)]
+        else:
+            got = store.instances.insert_many(conn, batch, now)
+        conflicted: list[int] = []
+        for index, new_id in zip(todo, got, strict=True):
+            if new_id is None:
+                conflicted.append(index)
+            else:
+                out[index] = (new_id, True)
+        if not conflicted:
+            break
+        keys = [rows[i].correlation_key for i in conflicted]
+        live = store.instances.live_ids_by_key(conn, [k for k in keys if k])
+        todo = []
+        for index in conflicted:
+            key = rows[index].correlation_key
+            if key in live:
+                out[index] = (live[key], False)
+            else:  # the holder finished between the insert and the lookup: try again
+                todo.append(index)
+        if not todo:
+            break
+    missing = [rows[i].correlation_key for i, o in enumerate(out) if o is None]
+    if missing:
+        raise InvalidTransition(f"correlation keys {missing} kept changing hands; try again")
+    return [o for o in out if o is not None]
+
+
+def _check_signal_name(name: object) -> str:
+    if not isinstance(name, str) or not name or SEP in name:
+        raise ValidationError(f"a signal name is a non-empty string, got {name!r}")
+    return name
+
+
+def signal(
+    bind: Bind,
+    target: int | str,
+    name: str,
+    payload: JSON = None,
+    *,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> SignalResult:
+    """Send signal ``name`` to an instance (by id, or by correlation key) in the caller's
+    transaction.
+
+    The signal is stored even if the instance is not awaiting it yet; an instance
+    awaiting it becomes runnable. A key with no unfinished instance raises
+    :class:`NotFound`. A repeated ``idempotency_key`` for the same instance is stored
+    once and reported as ``duplicate``.
+    """
+    target = _check_target(target)
+    _check_signal_name(name)
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str) or not idempotency_key
+    ):
+        raise ValidationError("idempotency_key must be a non-empty string")
+    body = serialization.dumps(serialization.unstructure(payload, "signal payload"))
+    conn = _connection(bind)
+    row = store.instances.lock_target(conn, target)
+    if row is None:
+        raise NotFound(_not_found(target, live=True))
+    signal_id, duplicate = store.signals.insert_signal(
+        conn, row.id, name, body, idempotency_key, now
+    )
+    if not duplicate and row.status == "awaiting":
+        woke = store.signals.wake_satisfied(conn, [row.id], now)
+        store.notify.notify(conn, [w.queue for w in woke])
+    return SignalResult(signal_id=signal_id, instance_id=row.id, duplicate=duplicate)
+
+
+def cancel(
+    bind: Bind, target: int | str, reason: str = "cancelled", *, now: datetime | None = None
+) -> bool:
+    """Cancel an unfinished instance; False if it had already finished.
+
+    A running step's lease is revoked at once: its commit is fenced out and what it
+    wrote through ``ctx.session`` rolls back.
+    """
+    target = _check_target(target)
+    if not isinstance(reason, str):
+        raise ValidationError("reason must be a string")
+    conn = _connection(bind)
+    row = store.instances.lock_target(conn, target)
+    if row is None:
+        if isinstance(target, str) and store.instances.resolve_read(conn, target) is not None:
+            return False
+        raise NotFound(_not_found(target, live=isinstance(target, str)))
+    error = serialization.dumps({"type": "Cancel", "message": reason})
+    return store.instances.cancel(conn, row.id, error, now) is not None
+
+
+def retry(bind: Bind, target: int | str, *, now: datetime | None = None) -> int:
+    """Run a failed or cancelled instance again from the step it ended at; returns its id.
+
+    Attempts start over. Raises :class:`InvalidTransition` for an instance that is not
+    failed or cancelled, and :class:`DuplicateInstance` if another unfinished instance
+    has taken its correlation key meanwhile.
+    """
+    target = _check_target(target)
+    conn = _connection(bind)
+    instance_id = store.instances.resolve_read(conn, target)
+    if instance_id is None:
+        raise NotFound(_not_found(target, live=False))
+    try:
+        with conn.begin_nested():
+            row = store.instances.retry(conn, instance_id, now)
+    except IntegrityError as exc:
+        current = store.instances.fetch(conn, instance_id)
+        key = current.correlation_key if current is not None else None
+        holder = store.instances.live_ids_by_key(conn, [key]) if key else {}
+        raise DuplicateInstance(key or "", holder.get(key or "", 0)) from exc
+    if row is None:
+        current = store.instances.fetch(conn, instance_id)
+        status = current.status if current is not None else "missing"
+        raise InvalidTransition(
+            f"instance {instance_id} is {status}; only failed or cancelled ones can be retried"
+        )
+    store.notify.notify(conn, [row.queue])
+    return instance_id
+
+
+def get(bind: Bind, target: int | str) -> InstanceSnapshot:
+    """A read-only snapshot of an instance, with its signals.
+
+    A correlation key resolves to its unfinished instance, else to the newest finished
+    one.
+    """
+    target = _check_target(target)
+    conn = _connection(bind)
+    instance_id = store.instances.resolve_read(conn, target)
+    row = store.instances.fetch(conn, instance_id) if instance_id is not None else None
+    if row is None:
+        raise NotFound(_not_found(target, live=False))
+    signals = tuple(
+        SignalInfo(
+            id=s.id,
+            name=s.name,
+            payload=s.payload,
+            created_at=s.created_at,
+            consumed_at=s.consumed_at,
+            idempotency_key=s.idempotency_key,
+        )
+        for s in store.instances.fetch_signals(conn, row.id)
+    )
+    return InstanceSnapshot(
+        id=row.id,
+        fsm=row.fsm,
+        status=Status(row.status),
+        step=row.step,
+        state=row.state,
+        queue=row.queue,
+        priority=row.priority,
+        attempt=row.attempt,
+        max_attempts=row.max_attempts,
+        version=row.version,
+        correlation_key=row.correlation_key,
+        run_at=row.run_at,
+        awaiting=tuple(row.await_names) if row.await_names is not None else None,
+        result=row.result,
+        error=row.error,
+        parent_id=row.parent_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+        signals=signals,
+    )
+
+
+def _not_found(target: int | str, live: bool) -> str:
+    if isinstance(target, int):
+        return f"no instance has id {target}"
+    if live:
+        return f"no unfinished instance has correlation key {target!r}"
+    return f"no instance has correlation key {target!r}"

@@ -1,0 +1,321 @@
+"""The Runner: composition root of the runtime (dispatchers, committer, services)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from types import FrameType, TracebackType
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.pool import QueuePool
+
+from gen_durable import fsm as registry
+from gen_durable import models, schema, store
+from gen_durable.errors import ConfigurationError
+from gen_durable.runtime.committer import Committer
+from gen_durable.runtime.dispatcher import Dispatcher
+from gen_durable.runtime.executor import Executor, StepReport
+from gen_durable.runtime.heartbeat import Heartbeat
+from gen_durable.runtime.inflight import Inflight
+from gen_durable.runtime.maintenance.gc import GarbageCollector
+from gen_durable.runtime.maintenance.reaper import Reaper
+from gen_durable.runtime.maintenance.scheduler import Scheduler
+from gen_durable.runtime.notify import Listener, Notifier
+from gen_durable.runtime.service import Service
+from gen_durable.store.transitions import Committed
+
+log = logging.getLogger("gen_durable.runner")
+
+SERVICE_CONNECTIONS = 6
+"""Connections the runner's own threads may hold at once: committer, heartbeat,
+scheduler, reaper, GC and the notifier."""
+
+
+class Runner:
+    """Claims runnable instances of its queues and runs their steps on a thread pool.
+
+    ``queues`` maps queue name -> concurrency (steps in flight at once). Use it as a
+    context manager, with :meth:`start`/:meth:`stop`, or block in :meth:`run_forever`
+    (SIGTERM and SIGINT stop it gracefully: no new claims, in-flight steps get ``grace``
+    seconds to finish, the rest are released for another runner).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        queues: Mapping[str, int] | None = None,
+        *,
+        fsms: Iterable[type[registry.Definition] | str] | None = None,
+        lease: float = 30.0,
+        heartbeat: float | None = None,
+        poll_interval: float = 1.0,
+        grace: float = 30.0,
+        reaper_interval: float | None = None,
+        gc_retention: float = 7 * 86400.0,
+        gc_interval: float = 60.0,
+        listen: bool = True,
+        check_schema: bool = True,
+        node_id: str | None = None,
+        observer: Callable[[StepReport], None] | None = None,
+    ) -> None:
+        self.queues = _validate_queues(queues if queues is not None else {"default": 10})
+        _positive(lease=lease, poll_interval=poll_interval, gc_interval=gc_interval)
+        _non_negative(grace=grace, gc_retention=gc_retention)
+        heartbeat = lease / 3 if heartbeat is None else heartbeat
+        _positive(heartbeat=heartbeat)
+        if heartbeat >= lease:
+            raise ConfigurationError("heartbeat must be shorter than the lease")
+        self.engine = engine
+        self.lease = lease
+        self.grace = grace
+        self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._fixed_fsms = None if fsms is None else [registry.resolve(f).name for f in fsms]
+        self._check_pool(engine)
+        self._check_schema = check_schema
+        self._stop_requested = threading.Event()
+        self._started = False
+        self._stopped = False
+        self.inflight = Inflight()
+        self.notifier = Notifier(engine)
+        self.committer = Committer(engine, self._on_committed)
+        self.executor = Executor(
+            engine,
+            self.committer,
+            self.inflight,
+            on_committed=self._on_committed,
+            observer=observer,
+        )
+        total = sum(self.queues.values())
+        self._pool = ThreadPoolExecutor(max_workers=total, thread_name_prefix="gd-worker")
+        self.dispatchers = {
+            name: Dispatcher(
+                engine,
+                name,
+                concurrency,
+                self.executor,
+                self._pool,
+                node_id=self.node_id,
+                fsms=self.known_fsms,
+                lease_seconds=lease,
+                poll_interval=poll_interval,
+            )
+            for name, concurrency in self.queues.items()
+        }
+        self.heartbeat = Heartbeat(engine, self.inflight, self.node_id, lease, heartbeat)
+        self.scheduler = Scheduler(engine, self._wake, poll_interval)
+        self.reaper = Reaper(
+            engine,
+            self._wake,
+            reaper_interval if reaper_interval is not None else max(lease / 4, 0.2),
+            node_ttl=max(10 * lease, 60.0),
+        )
+        self.gc = GarbageCollector(engine, gc_retention, gc_interval)
+        self.listener = (
+            Listener(engine, self._on_notification, self._wake_all, models.schema_name())
+            if listen
+            else None
+        )
+        self._services: list[Service] = [self.heartbeat, self.scheduler, self.reaper, self.gc]
+
+    # -- configuration ---------------------------------------------------------------
+
+    def known_fsms(self) -> list[str]:
+        """Registry names this runner may claim (it never claims a class it does not know)."""
+        if self._fixed_fsms is not None:
+            return self._fixed_fsms
+        return sorted(registry.registered())
+
+    def _check_pool(self, engine: Engine) -> None:
+        pool = engine.pool
+        if not isinstance(pool, QueuePool):
+            return
+        overflow = getattr(pool, "_max_overflow", 0)
+        if overflow < 0:
+            return
+        capacity = pool.size() + overflow
+        needed = sum(self.queues.values()) + len(self.queues) + SERVICE_CONNECTIONS
+        if capacity < needed:
+            raise ConfigurationError(
+                f"the engine's pool allows {capacity} connections but this Runner may hold "
+                f"{needed} at once ({sum(self.queues.values())} workers, {len(self.queues)} "
+                f"dispatchers, {SERVICE_CONNECTIONS} service threads); create the engine with "
+                f"pool_size={needed} (or a larger max_overflow)"
+            )
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> Runner:
+        """Start claiming and running steps in background threads."""
+        if self._started:
+            raise ConfigurationError("this Runner was already started")
+        self._started = True
+        if self._check_schema:
+            schema.check(self.engine)
+        with self.engine.begin() as conn:
+            store.maintenance.upsert_node(
+                conn,
+                self.node_id,
+                socket.gethostname(),
+                os.getpid(),
+                dict(self.queues),
+                self.known_fsms(),
+                None,
+            )
+        self.committer.start()
+        self.notifier.start()
+        for service in self._services:
+            service.start()
+        if self.listener is not None:
+            self.listener.start()
+        for dispatcher in self.dispatchers.values():
+            dispatcher.start()
+        log.info("runner %s started: queues %s", self.node_id, dict(self.queues))
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop claiming, give in-flight steps ``grace`` seconds, release the rest."""
+        if not self._started or self._stopped:
+            return
+        self._stopped = True
+        self._stop_requested.set()
+        grace = self.grace if grace is None else grace
+        for dispatcher in self.dispatchers.values():
+            dispatcher.stop_claiming()
+        for dispatcher in self.dispatchers.values():
+            dispatcher.join()
+        deadline = threading.Event()
+        timer = threading.Timer(grace, deadline.set)
+        timer.start()
+        for dispatcher in self.dispatchers.values():
+            while dispatcher.running and not deadline.is_set():
+                dispatcher.wait_idle(0.05)
+        timer.cancel()
+        leftovers = self.inflight.snapshot()
+        if leftovers:
+            self._release(leftovers)
+        self.committer.stop()
+        for service in self._services:
+            service.stop()
+        if self.listener is not None:
+            self.listener.stop()
+        self.notifier.stop()
+        try:
+            with self.engine.begin() as conn:
+                store.maintenance.delete_node(conn, self.node_id)
+        except Exception as exc:
+            log.warning("could not remove node row: %s", exc)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        log.info("runner %s stopped", self.node_id)
+
+    def _release(self, leftovers: list[Any]) -> None:
+        for lease in leftovers:
+            lease.cancel.set()
+        try:
+            with self.engine.begin() as conn:
+                released = store.leases.release(
+                    conn, [(lease.instance_id, lease.token) for lease in leftovers], None
+                )
+                store.notify.notify(conn, {lease.queue for lease in leftovers})
+            log.info("released %d claim(s) still running after the grace period", len(released))
+        except Exception as exc:  # the reaper returns them once their leases expire
+            log.warning("could not release claims: %s", exc)
+
+    def run_forever(self) -> None:
+        """Start, then block until SIGTERM/SIGINT (or :meth:`request_stop`), then stop."""
+        previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        try:
+            self.start()
+            while not self._stop_requested.wait(0.5):
+                pass
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self.stop()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run_forever` to stop (thread-safe)."""
+        self._stop_requested.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received signal %s: stopping", signum)
+        self._stop_requested.set()
+
+    def __enter__(self) -> Runner:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- wake-ups ------------------------------------------------------------------------
+
+    def _on_committed(self, committed: list[Committed]) -> None:
+        others: set[str] = set()
+        for item in committed:
+            if item.status != "available":
+                continue
+            dispatcher = self.dispatchers.get(item.queue)
+            if dispatcher is not None and dispatcher.running < dispatcher.concurrency:
+                dispatcher.wake()
+            else:
+                others.add(item.queue)
+        if others:
+            self.notifier.add(others)
+
+    def _wake(self, queues: Iterable[str]) -> None:
+        distinct = set(queues)
+        for name in distinct:
+            dispatcher = self.dispatchers.get(name)
+            if dispatcher is not None:
+                dispatcher.wake()
+        self.notifier.add(distinct)
+
+    def _on_notification(self, queue: str) -> None:
+        dispatcher = self.dispatchers.get(queue)
+        if dispatcher is not None:
+            dispatcher.wake()
+
+    def _wake_all(self) -> None:
+        for dispatcher in self.dispatchers.values():
+            dispatcher.wake()
+
+
+def _validate_queues(queues: Mapping[str, int]) -> dict[str, int]:
+    if not isinstance(queues, Mapping) or not queues:
+        raise ConfigurationError("queues must be a non-empty mapping of queue name -> concurrency")
+    out: dict[str, int] = {}
+    for name, concurrency in queues.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"queue names are non-empty strings, got {name!r}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError(
+                f"queue {name!r}: concurrency must be an int >= 1, got {concurrency!r}"
+            )
+        out[name] = concurrency
+    return out
+
+
+def _positive(**values: float) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigurationError(f"{name} must be a number > 0, got {value!r}")
+
+
+def _non_negative(**values: float) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+            raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")

@@ -1,0 +1,259 @@
+"""Run one claimed step and apply its decision in one fenced transaction.
+
+No transaction is open while step code runs, unless the step opens ``ctx.session``; its
+transaction then ends with the fenced commit of the transition, so the step's writes and
+its transition land together or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from gen_durable import fsm as registry
+from gen_durable import serialization, store
+from gen_durable.clock import monotonic
+from gen_durable.context import Context
+from gen_durable.decide import Decision, Failure, StepSnapshot, decide, outcome_state
+from gen_durable.errors import InvalidOutcome
+from gen_durable.outcomes import OUTCOME_TYPES, Done, Outcome
+from gen_durable.retry import backoff_delay
+from gen_durable.runtime.committer import Committer
+from gen_durable.runtime.inflight import Inflight, Lease
+from gen_durable.store.transitions import Committed, Transition
+from gen_durable.types import JSON, Signal
+
+log = logging.getLogger("gen_durable.runtime")
+
+
+@attrs.frozen
+class Claimed:
+    """A claimed instance with the signal pack it wakes up to."""
+
+    id: int
+    fsm: str
+    queue: str
+    step: str
+    state: JSON
+    attempt: int
+    max_attempts: int
+    version: int
+    lease_token: uuid.UUID
+    correlation_key: str | None
+    parent_id: int | None
+    awaited: tuple[Signal, ...] = ()
+
+
+@attrs.frozen
+class StepReport:
+    """What happened to one step (for logging, telemetry and tests)."""
+
+    instance_id: int
+    fsm: str
+    step: str
+    attempt: int
+    decision: Decision
+    committed: bool
+    duration: float
+
+
+Observer = Callable[[StepReport], None]
+
+
+class Executor:
+    """Runs steps on worker threads and commits their transitions."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        committer: Committer,
+        inflight: Inflight,
+        *,
+        on_committed: Callable[[list[Committed]], None],
+        observer: Observer | None = None,
+    ) -> None:
+        self._engine = engine
+        self._committer = committer
+        self._inflight = inflight
+        self._on_committed = on_committed
+        self._observer = observer
+
+    def lease_for(self, claimed: Claimed) -> Lease:
+        """Register the lease of a claimed row before its step is scheduled."""
+        lease = Lease(
+            instance_id=claimed.id, token=claimed.lease_token, queue=claimed.queue, deadline=None
+        )
+        self._inflight.add(lease)
+        return lease
+
+    def run(self, claimed: Claimed, lease: Lease) -> StepReport:
+        """Run the step, decide, commit. Never raises for a step's own errors."""
+        started = monotonic()
+        try:
+            return self._run(claimed, lease, started)
+        finally:
+            self._inflight.remove(claimed.id)
+
+    def _run(self, claimed: Claimed, lease: Lease, started: float) -> StepReport:
+        cls = registry.lookup(claimed.fsm)
+        assert cls is not None, "the dispatcher claims only known classes"
+        if cls.timeout is not None:
+            lease.deadline = started + cls.timeout
+        snap = StepSnapshot(
+            instance_id=claimed.id,
+            fsm=claimed.fsm,
+            step=claimed.step,
+            steps=cls._gd_steps,
+            attempt=claimed.attempt,
+            max_attempts=claimed.max_attempts,
+        )
+        ctx = Context(
+            instance_id=claimed.id,
+            fsm=claimed.fsm,
+            step=claimed.step,
+            state=None,
+            attempt=claimed.attempt,
+            max_attempts=claimed.max_attempts,
+            version=claimed.version,
+            awaited=claimed.awaited,
+            correlation_key=claimed.correlation_key,
+            parent_id=claimed.parent_id,
+            deadline=lease.deadline,
+            cancel_event=lease.cancel,
+            session_factory=self._open_session,
+        )
+        instance: registry.Definition | None = None
+        try:
+            ctx.state = serialization.structure(claimed.state, cls._gd_state_type)
+            instance = cls()
+            outcome = _as_outcome(cls, instance.step(claimed.step, ctx))
+            new_state = serialization.unstructure(outcome_state(outcome, ctx.state))
+            decision = decide(snap, outcome, new_state)
+            use_session = ctx.session_if_open is not None
+        except Exception as exc:
+            _discard(ctx)
+            decision = self._failure(cls, instance, snap, ctx, claimed, exc)
+            use_session = False
+        transition = Transition(
+            instance_id=claimed.id,
+            lease_token=claimed.lease_token,
+            version=claimed.version,
+            decision=decision,
+            consumed=tuple(s.id for s in claimed.awaited) if decision.kind != "retry" else (),
+        )
+        if use_session:
+            committed = self._commit_in_session(ctx, transition)
+        else:
+            committed = self._committer.submit(transition).result()
+        report = StepReport(
+            instance_id=claimed.id,
+            fsm=claimed.fsm,
+            step=claimed.step,
+            attempt=claimed.attempt,
+            decision=decision,
+            committed=committed,
+            duration=monotonic() - started,
+        )
+        if not committed:
+            log.info("step %s.%s of %s was fenced out", claimed.fsm, claimed.step, claimed.id)
+        if self._observer is not None:
+            self._observer(report)
+        return report
+
+    def _failure(
+        self,
+        cls: type[registry.Definition],
+        instance: registry.Definition | None,
+        snap: StepSnapshot,
+        ctx: Context,
+        claimed: Claimed,
+        exc: Exception,
+    ) -> Decision:
+        error = _error_json(exc, claimed)
+        log.info(
+            "step %s.%s of %s failed (attempt %s of %s): %r",
+            claimed.fsm, claimed.step, claimed.id, claimed.attempt, claimed.max_attempts, exc,
+        )
+        compensation: Outcome | None = None
+        if claimed.attempt >= claimed.max_attempts and instance is not None:
+            try:
+                ctx.state = serialization.structure(claimed.state, cls._gd_state_type)
+                compensation = instance.on_error(claimed.step, exc, ctx)
+                if compensation is not None and not isinstance(compensation, OUTCOME_TYPES):
+                    raise InvalidOutcome(f"on_error returned {compensation!r}")
+                if compensation is not None:
+                    compensation = _as_outcome(cls, compensation)
+                    state = serialization.unstructure(outcome_state(compensation, ctx.state))
+                    return decide(snap, Failure(error, 0.0, compensation), state)
+            except Exception as hook_exc:
+                log.warning("on_error of %s raised %r; failing", claimed.fsm, hook_exc)
+                error = {**error, "on_error": _error_json(hook_exc, claimed)}
+            finally:
+                _discard(ctx)
+        try:
+            delay = backoff_delay(cls.backoff, claimed.attempt)
+        except Exception:
+            delay = 1.0
+        return decide(snap, Failure(error, delay, None), claimed.state)
+
+    def _open_session(self) -> Session:
+        session = Session(self._engine)
+        session.begin()
+        return session
+
+    def _commit_in_session(self, ctx: Context, transition: Transition) -> bool:
+        session = ctx.session_if_open
+        assert session is not None
+        try:
+            landed = store.transitions.commit(session.connection(), [transition], None)
+            if transition.instance_id not in landed:
+                session.rollback()
+                return False
+            session.commit()
+        except Exception:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+        self._on_committed(list(landed.values()))
+        return True
+
+
+def _as_outcome(cls: type[registry.Definition], value: Any) -> Outcome:
+    if isinstance(value, OUTCOME_TYPES):
+        if isinstance(value, Done):
+            return Done(serialization.unstructure(value.result, "result"))
+        return value
+    if cls._gd_kind == "job":
+        return Done(serialization.unstructure(value, "result"))
+    raise InvalidOutcome(
+        f"{cls.name} returned {value!r}; a step returns Next, Await, Sleep, Done, Fail or Cancel"
+    )
+
+
+def _discard(ctx: Context) -> None:
+    session = ctx.session_if_open
+    if session is not None:
+        try:
+            session.rollback()
+            session.close()
+        except Exception:  # the connection may be gone; nothing was committed
+            log.debug("rollback of a failed step's session failed", exc_info=True)
+        ctx._session = None
+
+
+def _error_json(exc: BaseException, claimed: Claimed) -> dict[str, Any]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "step": claimed.step,
+        "attempt": claimed.attempt,
+        "traceback": "".join(traceback.format_exception(exc)),
+    }

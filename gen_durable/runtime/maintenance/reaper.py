@@ -1,0 +1,45 @@
+"""The reaper: returns expired leases (crashed or stalled runners) and forgets dead nodes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from sqlalchemy import Engine
+
+from gen_durable import store
+from gen_durable.runtime.service import Service
+
+log = logging.getLogger("gen_durable.runtime")
+
+
+class Reaper(Service):
+    """Every ``interval`` seconds, reap expired leases and prune silent nodes."""
+
+    name = "reaper"
+
+    def __init__(
+        self,
+        engine: Engine,
+        wake: Callable[[Iterable[str]], None],
+        interval: float,
+        node_ttl: float,
+        batch: int = 500,
+    ) -> None:
+        super().__init__(interval)
+        self._engine = engine
+        self._wake = wake
+        self._node_ttl = node_ttl
+        self._batch = batch
+        self.reaped_total = 0
+
+    def run_once(self) -> bool:
+        """Reap one batch; True when it was full."""
+        with self._engine.begin() as conn:
+            rows = store.maintenance.reap(conn, self._batch, None)
+            store.maintenance.prune_nodes(conn, self._node_ttl, None)
+        if rows:
+            self.reaped_total += len(rows)
+            log.info("reaped %d expired lease(s)", len(rows))
+            self._wake([r.queue for r in rows if r.status == "available"])
+        return len(rows) >= self._batch

@@ -1,0 +1,12 @@
+"""The storage layer: every SQL statement of gen_durable, as named functions.
+
+Each takes a SQLAlchemy Connection (inside the caller's transaction) and, where time
+matters, ``now`` (None: the database's ``now()``). Values are always bound parameters;
+the schema comes from ``schema_translate_map``.
+"""
+
+from __future__ import annotations
+
+from gen_durable.store import instances, leases, maintenance, notify, signals, transitions
+
+__all__ = ["instances", "leases", "maintenance", "notify", "signals", "transitions"]

@@ -1,0 +1,83 @@
+"""Shared pieces of the storage layer: tables, database time, typed array parameters."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    Connection,
+    CursorResult,
+    DateTime,
+    Executable,
+    Integer,
+    Interval,
+    TableValuedAlias,
+    Text,
+    column,
+    func,
+    literal,
+)
+from sqlalchemy import (
+    Sequence as DbSequence,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, UUID
+
+from gen_durable import models
+
+I = models.instances  # noqa: E741 - the instances table, used in every statement
+S = models.signals
+N = models.nodes
+
+TSZ = DateTime(timezone=True)
+INSTANCE_IDS = DbSequence("gd_instances_id_seq", schema=models.SCHEMA_TOKEN)
+"""The identity sequence behind ``gd_instances.id`` (pre-allocates ids for bulk inserts)."""
+
+FINISHED = ("done", "failed", "cancelled")
+SEP = "\x1f"
+"""Separates signal names when a list of names travels as one text value."""
+
+_ARRAY_TYPES: Mapping[str, Any] = {
+    "bigint": BigInteger,
+    "int": Integer,
+    "text": Text,
+    "bool": Boolean,
+    "tsz": TSZ,
+    "interval": Interval,
+    "uuid": UUID(as_uuid=True),
+}
+
+
+def db_now(now: datetime | None) -> ColumnElement[datetime]:
+    """The database's ``now()``, or the test's override."""
+    return func.coalesce(literal(now, TSZ), func.now())
+
+
+def seconds(value: float | None) -> ColumnElement[timedelta]:
+    """A bound interval parameter."""
+    return literal(None if value is None else timedelta(seconds=value), Interval)
+
+
+def array(values: Sequence[Any], kind: str) -> ColumnElement[Any]:
+    """A typed array parameter (``kind`` names the element type)."""
+    return literal(list(values), ARRAY(_ARRAY_TYPES[kind]))
+
+
+def unnest(**columns: tuple[Sequence[Any], str]) -> TableValuedAlias:
+    """``unnest(:a, :b, ...) AS t(a, b, ...)``: parallel arrays as rows, one round trip."""
+    fn = func.unnest(*(array(values, kind) for values, kind in columns.values()))
+    cols = [column(name, _ARRAY_TYPES[kind]) for name, (_, kind) in columns.items()]
+    return fn.table_valued(*cols).render_derived(name="t")
+
+
+def run(
+    conn: Connection, stmt: Executable, params: Mapping[str, Any] | None = None
+) -> CursorResult[Any]:
+    """Execute with the configured schema translated in."""
+    return conn.execute(
+        stmt, params, execution_options={"schema_translate_map": models.translate_map()}
+    )

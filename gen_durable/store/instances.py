@@ -1,0 +1,246 @@
+"""Statements that create, look up, cancel and retry instances (client API side)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import attrs
+from sqlalchemy import Connection, Row, case, cast, func, literal, select, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from gen_durable.store._common import (
+    FINISHED,
+    INSTANCE_IDS,
+    TSZ,
+    I,
+    S,
+    array,
+    db_now,
+    run,
+    seconds,
+    unnest,
+)
+
+
+@attrs.frozen
+class NewInstance:
+    """One row to insert, already validated (state is JSON text)."""
+
+    fsm: str
+    queue: str
+    priority: int
+    step: str
+    state: str
+    max_attempts: int
+    correlation_key: str | None = None
+    delay: float | None = None
+    run_at: datetime | None = None
+    parent_id: int | None = None
+
+
+def _live_key_conflict() -> dict[str, Any]:
+    return {"index_elements": [I.c.correlation_key], "index_where": I.c.finished_at.is_(None)}
+
+
+def insert_one(conn: Connection, row: NewInstance, now: datetime | None) -> int | None:
+    """Insert one instance; None when an unfinished instance holds its correlation key."""
+    t_now = db_now(now)
+    due = func.coalesce(
+        literal(row.run_at, TSZ), t_now + func.coalesce(seconds(row.delay), seconds(0))
+    )
+    stmt = (
+        pg_insert(I)
+        .values(
+            fsm=row.fsm,
+            queue=row.queue,
+            priority=row.priority,
+            step=row.step,
+            state=cast(literal(row.state), JSONB),
+            max_attempts=row.max_attempts,
+            correlation_key=row.correlation_key,
+            parent_id=row.parent_id,
+            run_at=due,
+            status=case((due > t_now, "scheduled"), else_="available"),
+            created_at=t_now,
+            updated_at=t_now,
+        )
+        .on_conflict_do_nothing(**_live_key_conflict())
+        .returning(I.c.id)
+    )
+    found: int | None = run(conn, stmt).scalar_one_or_none()
+    return found
+
+
+def insert_many(
+    conn: Connection, rows: Sequence[NewInstance], now: datetime | None
+) -> list[int | None]:
+    """Insert many instances in one statement; None where a live key already exists.
+
+    Ids are drawn from the table's sequence first, so each input row knows its own id
+    without relying on the order of RETURNING.
+    """
+    ids: list[int] = list(
+        run(
+            conn, select(INSTANCE_IDS.next_value()).select_from(func.generate_series(1, len(rows)))
+        ).scalars()
+    )
+    t = unnest(
+        id=(ids, "bigint"),
+        fsm=([r.fsm for r in rows], "text"),
+        queue=([r.queue for r in rows], "text"),
+        priority=([r.priority for r in rows], "int"),
+        step=([r.step for r in rows], "text"),
+        state=([r.state for r in rows], "text"),
+        max_attempts=([r.max_attempts for r in rows], "int"),
+        correlation_key=([r.correlation_key for r in rows], "text"),
+        parent_id=([r.parent_id for r in rows], "bigint"),
+        run_at=([r.run_at for r in rows], "tsz"),
+        delay=([None if r.delay is None else timedelta(seconds=r.delay) for r in rows], "interval"),
+    )
+    t_now = db_now(now)
+    due = func.coalesce(t.c.run_at, t_now + func.coalesce(t.c.delay, seconds(0)))
+    source = select(
+        t.c.id,
+        t.c.fsm,
+        t.c.queue,
+        t.c.priority,
+        t.c.step,
+        cast(t.c.state, JSONB),
+        t.c.max_attempts,
+        t.c.correlation_key,
+        t.c.parent_id,
+        due,
+        case((due > t_now, "scheduled"), else_="available"),
+        t_now,
+        t_now,
+    )
+    stmt = (
+        pg_insert(I)
+        .from_select(
+            [
+                "id",
+                "fsm",
+                "queue",
+                "priority",
+                "step",
+                "state",
+                "max_attempts",
+                "correlation_key",
+                "parent_id",
+                "run_at",
+                "status",
+                "created_at",
+                "updated_at",
+            ],
+            source,
+        )
+        .on_conflict_do_nothing(**_live_key_conflict())
+        .returning(I.c.id)
+    )
+    inserted = set(run(conn, stmt).scalars())
+    return [i if i in inserted else None for i in ids]
+
+
+def live_ids_by_key(conn: Connection, keys: Sequence[str]) -> dict[str, int]:
+    """The unfinished instance of each correlation key that has one."""
+    rows = run(
+        conn,
+        select(I.c.correlation_key, I.c.id).where(
+            I.c.correlation_key == func.any(array(keys, "text")), I.c.finished_at.is_(None)
+        ),
+    ).all()
+    return {key: id_ for key, id_ in rows}
+
+
+def lock_target(conn: Connection, target: int | str) -> Row[Any] | None:
+    """Lock the instance a target names (id, or the live instance of a key)."""
+    stmt = select(I.c.id, I.c.status, I.c.queue, I.c.correlation_key, I.c.finished_at)
+    if isinstance(target, int):
+        stmt = stmt.where(I.c.id == target)
+    else:
+        stmt = stmt.where(I.c.correlation_key == target, I.c.finished_at.is_(None))
+    return run(conn, stmt.with_for_update()).one_or_none()
+
+
+def resolve_read(conn: Connection, target: int | str) -> int | None:
+    """The id a read addresses: the id itself, or a key's live (else newest) instance."""
+    if isinstance(target, int):
+        found = run(conn, select(I.c.id).where(I.c.id == target)).scalar_one_or_none()
+    else:
+        found = run(
+            conn,
+            select(I.c.id)
+            .where(I.c.correlation_key == target)
+            .order_by(I.c.finished_at.is_(None).desc(), I.c.id.desc())
+            .limit(1),
+        ).scalar_one_or_none()
+    return found
+
+
+def fetch(conn: Connection, instance_id: int) -> Row[Any] | None:
+    """The whole row of one instance."""
+    return run(conn, select(I).where(I.c.id == instance_id)).one_or_none()
+
+
+def fetch_signals(conn: Connection, instance_id: int) -> Sequence[Row[Any]]:
+    """Every signal of one instance, oldest first."""
+    return run(conn, select(S).where(S.c.instance_id == instance_id).order_by(S.c.id)).all()
+
+
+def cancel(conn: Connection, instance_id: int, error: str, now: datetime | None) -> Row[Any] | None:
+    """Cancel an unfinished instance and revoke its lease; None if it had finished."""
+    t_now = db_now(now)
+    stmt = (
+        update(I)
+        .where(I.c.id == instance_id, I.c.finished_at.is_(None))
+        .values(
+            status="cancelled",
+            finished_at=t_now,
+            updated_at=t_now,
+            run_at=None,
+            lease_token=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            await_names=None,
+            error=cast(literal(error), JSONB),
+        )
+        .returning(I.c.id, I.c.queue)
+    )
+    return run(conn, stmt).one_or_none()
+
+
+def retry(conn: Connection, instance_id: int, now: datetime | None) -> Row[Any] | None:
+    """Make a failed or cancelled instance runnable again at its step, attempts reset."""
+    t_now = db_now(now)
+    stmt = (
+        update(I)
+        .where(I.c.id == instance_id, I.c.status.in_(("failed", "cancelled")))
+        .values(
+            status="available",
+            attempt=0,
+            run_at=t_now,
+            finished_at=None,
+            updated_at=t_now,
+            await_names=None,
+        )
+        .returning(I.c.id, I.c.queue)
+    )
+    return run(conn, stmt).one_or_none()
+
+
+__all__ = [
+    "FINISHED",
+    "NewInstance",
+    "cancel",
+    "fetch",
+    "fetch_signals",
+    "insert_many",
+    "insert_one",
+    "live_ids_by_key",
+    "lock_target",
+    "resolve_read",
+    "retry",
+]

@@ -1,0 +1,120 @@
+"""Statements for signals: store one, wake its awaiting instance, load and consume packs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Row,
+    and_,
+    cast,
+    exists,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from gen_durable.store._common import I, S, array, db_now, run, unnest
+
+
+def insert_signal(
+    conn: Connection,
+    instance_id: int,
+    name: str,
+    payload: str,
+    idempotency_key: str | None,
+    now: datetime | None,
+) -> tuple[int, bool]:
+    """Store a signal; returns (signal id, duplicate) — a repeated idempotency key is kept once."""
+    stmt = (
+        pg_insert(S)
+        .values(
+            instance_id=instance_id,
+            name=name,
+            payload=cast(literal(payload), JSONB),
+            idempotency_key=idempotency_key,
+            created_at=db_now(now),
+        )
+        .on_conflict_do_nothing(
+            index_elements=[S.c.instance_id, S.c.idempotency_key],
+            index_where=S.c.idempotency_key.is_not(None),
+        )
+        .returning(S.c.id)
+    )
+    new_id = run(conn, stmt).scalar_one_or_none()
+    if new_id is not None:
+        return new_id, False
+    existing = run(
+        conn,
+        select(S.c.id).where(
+            S.c.instance_id == instance_id, S.c.idempotency_key == idempotency_key
+        ),
+    ).scalar_one()
+    return existing, True
+
+
+def _pending_named(name: ColumnElement[Any]) -> ColumnElement[bool]:
+    return exists().where(S.c.instance_id == I.c.id, S.c.consumed_at.is_(None), S.c.name == name)
+
+
+def _await_satisfied() -> ColumnElement[bool]:
+    """An awaiting row's condition holds: any (or, with await_all, every) name is pending."""
+    names = func.unnest(I.c.await_names).table_valued("n").render_derived(name="aw")
+    any_pending = exists().where(
+        S.c.instance_id == I.c.id,
+        S.c.consumed_at.is_(None),
+        S.c.name == func.any(I.c.await_names),
+    )
+    every_pending = not_(exists(select(names.c.n).where(not_(_pending_named(names.c.n)))))
+    return or_(and_(not_(I.c.await_all), any_pending), and_(I.c.await_all, every_pending))
+
+
+def wake_satisfied(
+    conn: Connection, ids: Sequence[int], now: datetime | None
+) -> Sequence[Row[Any]]:
+    """Make awaiting instances whose signals are pending runnable; returns (id, queue).
+
+    Runs after the caller holds the rows' locks (a signal's sender, or the transition that
+    parked them), so whichever of the two commits second sees the other's rows.
+    """
+    t_now = db_now(now)
+    stmt = (
+        update(I)
+        .where(I.c.id == func.any(array(ids, "bigint")), I.c.status == "awaiting")
+        .where(_await_satisfied())
+        .values(status="available", run_at=t_now, updated_at=t_now)
+        .returning(I.c.id, I.c.queue)
+    )
+    return run(conn, stmt).all()
+
+
+def pending_for(conn: Connection, ids: Sequence[int]) -> Sequence[Row[Any]]:
+    """Pending signals of these instances, oldest first."""
+    stmt = (
+        select(S.c.id, S.c.instance_id, S.c.name, S.c.payload, S.c.created_at)
+        .where(S.c.instance_id == func.any(array(ids, "bigint")), S.c.consumed_at.is_(None))
+        .order_by(S.c.instance_id, S.c.id)
+    )
+    return run(conn, stmt).all()
+
+
+def consume(conn: Connection, pairs: Sequence[tuple[int, int]], now: datetime | None) -> None:
+    """Mark signals consumed by a transition: pairs of (signal id, transition version)."""
+    if not pairs:
+        return
+    t = unnest(id=([p[0] for p in pairs], "bigint"), version=([p[1] for p in pairs], "int"))
+    stmt = (
+        update(S)
+        .where(S.c.id == t.c.id, S.c.consumed_at.is_(None))
+        .values(consumed_at=db_now(now), consumed_version=t.c.version)
+    )
+    run(conn, stmt)
