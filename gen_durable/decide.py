@@ -96,7 +96,14 @@ def _decide_failure(snap: StepSnapshot, failure: Failure, state: JSON) -> Decisi
         )
     if failure.compensation is not None:
         return _decide_outcome(snap, failure.compensation, state, error=failure.error)
-    return Decision(kind="error", status="failed", step=snap.step, state=state, error=failure.error)
+    return Decision(
+        kind="error",
+        status="failed",
+        step=snap.step,
+        state=state,
+        error=failure.error,
+        reset_attempt=False,  # keep the count visible: it failed after this many attempts
+    )
 
 
 def _decide_outcome(snap: StepSnapshot, outcome: Outcome, state: JSON, error: JSON) -> Decision:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     SmallInteger,
+    Table,
     Text,
     func,
     text,
@@ -183,9 +184,9 @@ class Node(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
 
 
-instances = Instance.__table__
-signals = SignalRow.__table__
-nodes = Node.__table__
+instances = cast(Table, Instance.__table__)
+signals = cast(Table, SignalRow.__table__)
+nodes = cast(Table, Node.__table__)
 metadata = Base.metadata
 
 _schema = SCHEMA_TOKEN

@@ -229,7 +229,7 @@ class Runner:
 
     def run_forever(self) -> None:
         """Start, then block until SIGTERM/SIGINT (or :meth:`request_stop`), then stop."""
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 previous[signum] = signal.signal(signum, self._on_signal)

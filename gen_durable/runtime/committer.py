@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future
 
 from sqlalchemy import Engine
@@ -24,7 +24,7 @@ from gen_durable.store.transitions import Committed, Transition
 
 log = logging.getLogger("gen_durable.runtime")
 
-OnCommitted = Callable[[Sequence[Committed]], None]
+OnCommitted = Callable[[list[Committed]], None]
 
 
 class Committer:
@@ -42,9 +42,7 @@ class Committer:
         self._on_committed = on_committed
         self._max_batch = max_batch
         self._lock_timeout_ms = lock_timeout_ms
-        self._queue: queue.SimpleQueue[tuple[Transition, Future[bool]] | None] = (
-            queue.SimpleQueue()
-        )
+        self._queue: queue.SimpleQueue[tuple[Transition, Future[bool]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped = False
         self.batches = 0
@@ -97,9 +95,7 @@ class Committer:
         failures = 0
         while pending:
             try:
-                landed = self._write(
-                    [t for t, _ in pending.values()], self._lock_timeout_ms
-                )
+                landed = self._write([t for t, _ in pending.values()], self._lock_timeout_ms)
             except OperationalError as exc:
                 if _is_lock_timeout(exc) and len(pending) > 1:
                     self._commit_alone(pending)

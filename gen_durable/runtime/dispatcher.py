@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from sqlalchemy import Engine
 
 from gen_durable import store
-from gen_durable.runtime.executor import Claimed, Executor
+from gen_durable.runtime.executor import Claimed, Executor, StepReport
 from gen_durable.types import Signal
 
 log = logging.getLogger("gen_durable.runtime")
@@ -167,7 +167,7 @@ class Dispatcher:
         future = self._pool.submit(self._executor.run, claimed, lease)
         future.add_done_callback(self._done)
 
-    def _done(self, future: Future[object]) -> None:
+    def _done(self, future: Future[StepReport]) -> None:
         exc = future.exception()
         if exc is not None:
             log.error("a step's commit failed; its lease will expire", exc_info=exc)

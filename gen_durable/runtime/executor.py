@@ -179,7 +179,12 @@ class Executor:
         error = _error_json(exc, claimed)
         log.info(
             "step %s.%s of %s failed (attempt %s of %s): %r",
-            claimed.fsm, claimed.step, claimed.id, claimed.attempt, claimed.max_attempts, exc,
+            claimed.fsm,
+            claimed.step,
+            claimed.id,
+            claimed.attempt,
+            claimed.max_attempts,
+            exc,
         )
         compensation: Outcome | None = None
         if claimed.attempt >= claimed.max_attempts and instance is not None:

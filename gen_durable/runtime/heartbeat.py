@@ -15,7 +15,12 @@ class Heartbeat(Service):
     name = "heartbeat"
 
     def __init__(
-        self, engine: Engine, inflight: Inflight, node_id: str, lease_seconds: float, interval: float
+        self,
+        engine: Engine,
+        inflight: Inflight,
+        node_id: str,
+        lease_seconds: float,
+        interval: float,
     ) -> None:
         super().__init__(interval)
         self._engine = engine

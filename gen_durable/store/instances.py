@@ -152,7 +152,7 @@ def live_ids_by_key(conn: Connection, keys: Sequence[str]) -> dict[str, int]:
             I.c.correlation_key == func.any(array(keys, "text")), I.c.finished_at.is_(None)
         ),
     ).all()
-    return {key: id_ for key, id_ in rows}
+    return {row.correlation_key: row.id for row in rows}
 
 
 def lock_target(conn: Connection, target: int | str) -> Row[Any] | None:

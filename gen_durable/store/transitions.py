@@ -110,7 +110,8 @@ def commit(
             status=status,
             step=t.c.step,
             state=cast(t.c.state, JSONB),
-            version=I.c.version + 1,
+            # a retry re-runs the same step: its version (and idempotency key) stays
+            version=case((t.c.reset, I.c.version + 1), else_=I.c.version),
             attempt=case((t.c.reset, 0), else_=I.c.attempt),
             run_at=due,
             await_names=func.string_to_array(t.c.await_names, SEP),

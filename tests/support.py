@@ -1,0 +1,70 @@
+"""Helpers shared by the runtime tests: waiting for states, counting rows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+import gen_durable as durable
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.05) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {predicate}")
+        time.sleep(interval)
+
+
+def snapshot(engine: Engine, target: int | str) -> durable.InstanceSnapshot:
+    """``get()`` in a short transaction of its own."""
+    with Session(engine) as s:
+        return durable.get(s, target)
+
+
+def wait_status(
+    engine: Engine, target: int | str, *statuses: str, timeout: float = 20.0
+) -> durable.InstanceSnapshot:
+    """Wait until the instance reaches one of ``statuses``; return its snapshot."""
+    wanted = set(statuses) or {"done"}
+
+    def reached() -> durable.InstanceSnapshot | None:
+        snap = snapshot(engine, target)
+        return snap if snap.status in wanted else None
+
+    try:
+        return wait_until(reached, timeout)
+    except AssertionError:
+        raise AssertionError(
+            f"instance {target} never reached {sorted(wanted)}: {snapshot(engine, target)}"
+        ) from None
+
+
+def scalar(engine: Engine, sql: str, **params: object) -> object:
+    """One value from a test-only query."""
+    with engine.connect() as conn:
+        return conn.execute(text(sql), params).scalar()
+
+
+def backend_waiting_on_lock(engine: Engine, timeout: float = 10.0) -> None:
+    """Wait until some backend of this database is blocked on a lock (forces interleavings)."""
+
+    def blocked() -> bool:
+        n = scalar(
+            engine,
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        return bool(n)
+
+    wait_until(blocked, timeout, interval=0.01)
