@@ -396,3 +396,43 @@ def test_idempotency_key_is_stable_across_retries_of_a_step(engine: Engine) -> N
         done = wait_status(engine, iid, "done")
     assert len(KeyRecorder.keys) == 3 and len(set(KeyRecorder.keys)) == 1
     assert done.result == KeyRecorder.keys[0]
+
+
+class Overrun(FSM):
+    name = "test.Overrun"
+    steps = ("slow",)
+    timeout = 0.3
+    runs: list[tuple[int, bool]] = []
+
+    def slow(self, ctx: durable.Context) -> Done:
+        first = not type(self).runs
+        type(self).runs.append((ctx.attempt, first))
+        ctx.session.execute(
+            text("INSERT INTO gd_test_overrun VALUES (:r)"), {"r": len(type(self).runs)}
+        )
+        if first:
+            time.sleep(2.5)  # past its timeout: the lease is no longer extended
+        return Done(len(type(self).runs))
+
+
+def test_a_zombie_past_its_timeout_is_retried_elsewhere_and_its_commit_fenced(
+    engine: Engine,
+) -> None:
+    Overrun.runs.clear()
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE gd_test_overrun (run int)"))
+    reports: list[durable.StepReport] = []
+    iid = insert(engine, Overrun)
+    with Runner(
+        engine,
+        observer=reports.append,
+        lease=0.8,
+        heartbeat=0.1,
+        poll_interval=0.1,
+        reaper_interval=0.1,
+    ):
+        done = wait_status(engine, iid, "done")
+        wait_until(lambda: len(reports) == 2, timeout=10)
+    assert done.result == 2  # the second run's outcome
+    assert [r.committed for r in sorted(reports, key=lambda r: r.attempt)] == [False, True]
+    assert scalar(engine, "SELECT array_agg(run) FROM gd_test_overrun") == [2]

@@ -25,6 +25,9 @@ from gen_durable.store.transitions import Committed, Transition
 log = logging.getLogger("gen_durable.runtime")
 
 OnCommitted = Callable[[list[Committed]], None]
+Item = tuple[Transition, "Future[bool]"]
+RELOCK_PAUSE = 0.05
+"""Seconds before a transition whose row was locked from outside is tried again."""
 
 
 class Committer:
@@ -42,7 +45,7 @@ class Committer:
         self._on_committed = on_committed
         self._max_batch = max_batch
         self._lock_timeout_ms = lock_timeout_ms
-        self._queue: queue.SimpleQueue[tuple[Transition, Future[bool]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped = False
         self.batches = 0
@@ -70,15 +73,26 @@ class Committer:
         return future
 
     def _loop(self) -> None:
+        deferred: list[tuple[float, Item]] = []
         stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                stopping = True
-                batch: list[tuple[Transition, Future[bool]]] = []
-            else:
-                batch = [first]
-            while len(batch) < self._max_batch:
+        while not stopping or deferred:
+            if stopping:  # leases were released: whatever still waits would be fenced
+                for _, (_, future) in deferred:
+                    future.set_result(False)
+                return
+            wait = None
+            if deferred:
+                wait = max(0.0, min(at for at, _ in deferred) - time.monotonic())
+            batch: list[Item] = []
+            try:
+                first = self._queue.get(timeout=wait)
+                if first is None:
+                    stopping = True
+                else:
+                    batch.append(first)
+            except queue.Empty:
+                pass
+            while len(batch) < self._max_batch and not stopping:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -87,44 +101,58 @@ class Committer:
                     stopping = True
                     break
                 batch.append(item)
+            now = time.monotonic()
+            batch.extend(item for at, item in deferred if at <= now)
+            deferred = [(at, item) for at, item in deferred if at > now]
             if batch:
-                self._commit_batch(batch)
+                retry_at = time.monotonic() + RELOCK_PAUSE
+                deferred.extend((retry_at, item) for item in self._commit_batch(batch))
 
-    def _commit_batch(self, batch: list[tuple[Transition, Future[bool]]]) -> None:
-        pending = {t.instance_id: (t, f) for t, f in batch}
+    def _commit_batch(self, batch: list[Item]) -> list[Item]:
+        """Commit a group; returns the items whose row stayed locked from outside."""
         failures = 0
-        while pending:
+        while True:
             try:
-                landed = self._write([t for t, _ in pending.values()], self._lock_timeout_ms)
+                landed = self._write([t for t, _ in batch], self._lock_timeout_ms)
             except OperationalError as exc:
-                if _is_lock_timeout(exc) and len(pending) > 1:
-                    self._commit_alone(pending)
-                    return
-                failures += 1
-                log.warning("group commit failed (%s); retrying", exc.orig or exc)
-                time.sleep(min(5.0, 0.05 * 2**failures))
+                if _is_lock_timeout(exc):
+                    return self._commit_alone(batch)
+                failures = self._pause(failures, exc)
                 continue
             except DBAPIError as exc:
-                failures += 1
-                log.warning("group commit failed (%s); retrying", exc.orig or exc)
-                time.sleep(min(5.0, 0.05 * 2**failures))
+                failures = self._pause(failures, exc)
                 continue
-            self._resolve(pending, landed)
-            return
+            self._resolve(batch, landed)
+            return []
 
-    def _commit_alone(self, pending: dict[int, tuple[Transition, Future[bool]]]) -> None:
+    def _commit_alone(self, batch: list[Item]) -> list[Item]:
         """One row at a time, so that only a row locked from outside waits."""
-        for instance_id, (transition, future) in list(pending.items()):
+        locked: list[Item] = []
+        for item in batch:
             failures = 0
             while True:
                 try:
-                    landed = self._write([transition], None)
-                    break
+                    landed = self._write([item[0]], self._lock_timeout_ms)
+                except OperationalError as exc:
+                    if _is_lock_timeout(exc):
+                        locked.append(item)
+                        break
+                    failures = self._pause(failures, exc)
+                    continue
                 except DBAPIError as exc:
-                    failures += 1
-                    log.warning("commit of %s failed (%s); retrying", instance_id, exc.orig)
-                    time.sleep(min(5.0, 0.05 * 2**failures))
-            self._resolve({instance_id: (transition, future)}, landed)
+                    failures = self._pause(failures, exc)
+                    continue
+                self._resolve([item], landed)
+                break
+        return locked
+
+    @staticmethod
+    def _pause(failures: int, exc: DBAPIError) -> int:
+        # The outcome of a failed commit may be unknown; retrying is safe because a
+        # transition that did land has cleared its lease token and is fenced out.
+        log.warning("commit failed (%s); retrying", exc.orig or exc)
+        time.sleep(min(5.0, 0.05 * 2 ** (failures + 1)))
+        return failures + 1
 
     def _write(
         self, transitions: list[Transition], lock_timeout_ms: int | None
@@ -134,19 +162,15 @@ class Committer:
                 store.transitions.set_lock_timeout(conn, lock_timeout_ms)
             return store.transitions.commit(conn, transitions, None)
 
-    def _resolve(
-        self,
-        pending: dict[int, tuple[Transition, Future[bool]]],
-        landed: dict[int, Committed],
-    ) -> None:
+    def _resolve(self, batch: list[Item], landed: dict[int, Committed]) -> None:
         self.batches += 1
         self.committed += len(landed)
         try:
             self._on_committed(list(landed.values()))
         except Exception:  # waking dispatchers must never lose a commit's result
             log.exception("on_committed callback failed")
-        for instance_id, (_, future) in pending.items():
-            future.set_result(instance_id in landed)
+        for transition, future in batch:
+            future.set_result(transition.instance_id in landed)
 
 
 def _is_lock_timeout(exc: OperationalError) -> bool:

@@ -1,0 +1,108 @@
+"""Crash recovery with real processes: SIGKILL mid-step, and a step that kills its worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from procs.worker import Poison, Slow, setup
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+from support import scalar, snapshot, wait_status, wait_until
+
+import gen_durable as durable
+
+TESTS = Path(__file__).parent
+
+
+class Workers:
+    """Starts runner processes on one database and kills them on demand."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, work_seconds: float = 3.0) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONPATH": str(TESTS), "GD_TEST_WORK_SECONDS": str(work_seconds)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "procs.worker", self.url, "--lease", "1.5"],
+            env=env,
+            stdout=subprocess.PIPE,
+        )
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture
+def workers(db_url: str, engine: Engine) -> Iterator[Workers]:
+    setup(engine)
+    w = Workers(db_url)
+    yield w
+    w.stop_all()
+
+
+def runs(engine: Engine, iid: int, step: str) -> int:
+    return int(
+        scalar(  # type: ignore[arg-type]
+            engine,
+            "SELECT count(*) FROM gd_test_runs WHERE instance_id = :i AND step = :s",
+            i=iid,
+            s=step,
+        )
+    )
+
+
+def test_sigkill_mid_step_finishes_on_another_runner_with_one_commit_per_step(
+    engine: Engine, workers: Workers
+) -> None:
+    with Session(engine) as s, s.begin():
+        iid = durable.insert(s, Slow)
+    first = workers.start(work_seconds=3.0)
+    wait_until(lambda: runs(engine, iid, "work") == 1)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    workers.start(work_seconds=0.1)
+    done = wait_status(engine, iid, "done", timeout=30)
+    assert done.result == "finished"
+    assert runs(engine, iid, "work") == 2  # the killed step ran again (at-least-once)
+    effects = scalar(
+        engine,
+        "SELECT string_agg(step, ',' ORDER BY version) FROM gd_test_effects WHERE instance_id = :i",
+        i=iid,
+    )
+    assert effects == "begin,work,finish"  # each transition committed exactly once
+    assert done.attempt == 0 and done.version == 3
+
+
+def test_a_step_that_kills_its_worker_fails_after_exactly_max_attempts_runs(
+    engine: Engine, workers: Workers
+) -> None:
+    with Session(engine) as s, s.begin():
+        iid = durable.insert(s, Poison)
+    for _ in range(Poison.max_attempts + 3):
+        proc = workers.start()
+        try:
+            proc.wait(15)  # it dies by its own hand as soon as it runs the step
+        except subprocess.TimeoutExpired:
+            break  # nothing left to run: the instance has failed
+        if snapshot(engine, iid).status == "failed":
+            break
+    survivor = workers.start()
+    failed = wait_status(engine, iid, "failed", timeout=15)
+    assert survivor.poll() is None
+    assert runs(engine, iid, "explode") == Poison.max_attempts
+    assert failed.error["type"] == "LeaseExpired"
+    assert failed.attempt == Poison.max_attempts
