@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
-
-import attrs
 
 JSON: TypeAlias = Any
 """A value that ``json.dumps`` accepts: dict, list, str, int, float, bool or None."""
@@ -36,7 +35,7 @@ class Status(enum.StrEnum):
 FINISHED = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED})
 
 
-@attrs.frozen
+@dataclass(frozen=True, slots=True)
 class Signal:
     """A signal as a step sees it in ``ctx.awaited``."""
 
@@ -46,7 +45,7 @@ class Signal:
     created_at: datetime
 
 
-@attrs.frozen
+@dataclass(frozen=True, slots=True)
 class SignalInfo:
     """A signal as :func:`gen_durable.get` shows it."""
 
@@ -58,7 +57,7 @@ class SignalInfo:
     idempotency_key: str | None
 
 
-@attrs.frozen
+@dataclass(frozen=True, slots=True)
 class SignalResult:
     """What :func:`gen_durable.signal` reports."""
 
@@ -68,7 +67,7 @@ class SignalResult:
     started: bool = False
 
 
-@attrs.frozen
+@dataclass(frozen=True, slots=True)
 class InstanceSnapshot:
     """A read-only view of an instance, as :func:`gen_durable.get` returns it."""
 
