@@ -1,0 +1,79 @@
+"""Wake-ups: LISTEN/NOTIFY makes work start without waiting for a poll; reconnects recover."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+from support import wait_status, wait_until
+
+import gen_durable as durable
+from gen_durable import FSM, Done, Runner, step
+
+SLOW_POLL = 60.0
+"""A poll interval far longer than the tests' deadlines: only a notification can wake."""
+
+
+class Ping(FSM):
+    name = "notify.Ping"
+
+    @step
+    def ping(self, ctx: durable.Context) -> Done:
+        return Done("pong")
+
+
+def _insert(engine: Engine) -> int:
+    with Session(engine) as s, s.begin():
+        return durable.insert(s, Ping)
+
+
+def _listener_backends(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND query ILIKE 'LISTEN%'"
+                )
+            ).scalar_one()
+        )
+
+
+def test_an_insert_wakes_an_idle_runner_through_notify(engine: Engine) -> None:
+    with Runner(engine, lease=5, poll_interval=SLOW_POLL) as runner:
+        assert runner.listener is not None
+        assert runner.listener.connected.wait(10)
+        time.sleep(0.3)  # the first poll after start has passed; the runner is idle
+        iid = _insert(engine)
+        done = wait_status(engine, iid, "done", timeout=10)
+    assert done.result == "pong"
+
+
+def test_the_listener_reconnects_after_its_backend_is_terminated(engine: Engine) -> None:
+    with Runner(engine, lease=5, poll_interval=SLOW_POLL) as runner:
+        assert runner.listener is not None and runner.listener.connected.wait(10)
+        wait_until(lambda: _listener_backends(engine) == 1)
+        with engine.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
+                )
+            )
+        wait_until(lambda: _listener_backends(engine) == 0 or not runner.listener.connected.is_set())
+        wait_until(runner.listener.connected.is_set, timeout=15)
+        wait_until(lambda: _listener_backends(engine) == 1, timeout=15)
+        time.sleep(0.3)
+        iid = _insert(engine)
+        wait_status(engine, iid, "done", timeout=10)
+
+
+def test_polling_alone_runs_work_when_listen_is_off(engine: Engine) -> None:
+    iid = _insert(engine)
+    with Runner(engine, lease=5, poll_interval=0.2, listen=False) as runner:
+        assert runner.listener is None
+        time.sleep(0.5)
+        late = _insert(engine)
+        wait_status(engine, iid, "done", timeout=10)
+        wait_status(engine, late, "done", timeout=10)
