@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    BindParameter,
     Boolean,
     ColumnElement,
     Connection,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Interval,
     TableValuedAlias,
     Text,
+    bindparam,
     column,
     func,
     literal,
@@ -52,6 +54,28 @@ _ARRAY_TYPES: Mapping[str, Any] = {
 }
 
 
+NOW: ColumnElement[datetime] = func.coalesce(bindparam("p_now", type_=TSZ), func.now())
+"""The database's ``now()`` (or the ``now`` parameter) in prebuilt statements."""
+ZERO = literal(timedelta(0), Interval)
+
+
+def param(name: str, kind: str, *, is_array: bool = False) -> BindParameter[Any]:
+    """A named bound parameter of a prebuilt statement (``is_array``: an array of ``kind``).
+
+    Its key is prefixed (``p_``) so that it never collides with a column name in an
+    UPDATE; :func:`run` adds the prefix to the parameters it is given.
+    """
+    type_ = _ARRAY_TYPES[kind]
+    return bindparam(f"p_{name}", type_=ARRAY(type_) if is_array else type_)
+
+
+def unnest_params(**columns: str) -> TableValuedAlias:
+    """``unnest(:a, :b, ...) AS t(a, b, ...)`` over array parameters named like the columns."""
+    fn = func.unnest(*(param(name, kind, is_array=True) for name, kind in columns.items()))
+    cols = [column(name, _ARRAY_TYPES[kind]) for name, kind in columns.items()]
+    return fn.table_valued(*cols).render_derived(name="t")
+
+
 def db_now(now: datetime | None) -> ColumnElement[datetime]:
     """The database's ``now()``, or the test's override."""
     return func.coalesce(literal(now, TSZ), func.now())
@@ -77,7 +101,8 @@ def unnest(**columns: tuple[Sequence[Any], str]) -> TableValuedAlias:
 def run(
     conn: Connection, stmt: Executable, params: Mapping[str, Any] | None = None
 ) -> CursorResult[Any]:
-    """Execute with the configured schema translated in."""
+    """Execute with the configured schema translated in (``params`` by unprefixed name)."""
+    bound = {f"p_{key}": value for key, value in params.items()} if params else None
     return conn.execute(
-        stmt, params, execution_options={"schema_translate_map": models.translate_map()}
+        stmt, bound, execution_options={"schema_translate_map": models.translate_map()}
     )

@@ -1,15 +1,18 @@
-"""The hot path's lease statements: claim a batch, extend leases, release them."""
+"""The hot path's lease statements: claim a batch, extend leases, release them.
+
+Statements are built once with named parameters; each call only binds values.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, select, update
 
-from gen_durable.store._common import I, array, db_now, run, seconds, unnest
+from gen_durable.store._common import NOW, I, param, run, unnest_params
 
 CLAIM_COLUMNS = (
     I.c.id,
@@ -30,6 +33,35 @@ CLAIM_COLUMNS = (
     I.c.run_at,
 )
 
+_PICK = (
+    select(I.c.id)
+    .where(
+        I.c.queue == param("queue", "text"),
+        I.c.status == "available",
+        I.c.fsm == func.any(param("fsms", "text", is_array=True)),
+    )
+    .order_by(I.c.priority, I.c.run_at, I.c.id)
+    .limit(param("limit", "int"))
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+_CLAIM = (
+    update(I)
+    .where(I.c.id.in_(_PICK))
+    .values(
+        status="running",
+        lease_token=func.gen_random_uuid(),
+        lease_owner=param("owner", "text"),
+        lease_expires_at=NOW + param("lease", "interval"),
+        attempt=I.c.attempt + 1,
+        updated_at=NOW,
+    )
+    .returning(*CLAIM_COLUMNS)
+)
+
+
+_ASYNC_COMMIT = select(func.set_config("synchronous_commit", "off", True))
+
 
 def claim(
     conn: Connection,
@@ -45,36 +77,48 @@ def claim(
     ``FOR UPDATE SKIP LOCKED`` lets runners claim side by side; the attempt is counted
     here so that a step that kills its worker cannot loop forever. Rows come back in
     priority, then FIFO order.
+
+    The claim's transaction commits without waiting for its WAL flush: if the database
+    crashes before the flush, the claim is lost and the row is runnable as before, and
+    the step that ran meanwhile is fenced out at its commit — at-least-once either way.
     """
-    t_now = db_now(now)
-    picked = (
-        select(I.c.id)
-        .where(
-            I.c.queue == queue,
-            I.c.status == "available",
-            I.c.fsm == func.any(array(fsms, "text")),
-        )
-        .order_by(I.c.priority, I.c.run_at, I.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
+    run(conn, _ASYNC_COMMIT)
+    rows = list(
+        run(
+            conn,
+            _CLAIM,
+            {
+                "queue": queue,
+                "fsms": list(fsms),
+                "limit": limit,
+                "owner": owner,
+                "lease": timedelta(seconds=lease_seconds),
+                "now": now,
+            },
+        ).all()
     )
-    stmt = (
-        update(I)
-        .where(I.c.id.in_(picked))
-        .values(
-            status="running",
-            lease_token=func.gen_random_uuid(),
-            lease_owner=owner,
-            lease_expires_at=t_now + seconds(lease_seconds),
-            attempt=I.c.attempt + 1,
-            updated_at=t_now,
-        )
-        .returning(*CLAIM_COLUMNS)
-    )
-    rows = list(run(conn, stmt).all())
     rows.sort(key=lambda r: (r.priority, r.run_at, r.id))
     return rows
+
+
+_HELD = unnest_params(id="bigint", token="uuid")
+_EXTEND = (
+    update(I)
+    .where(I.c.id == _HELD.c.id, I.c.lease_token == _HELD.c.token, I.c.status == "running")
+    .where(
+        I.c.id.in_(
+            select(I.c.id)
+            .where(I.c.id == func.any(param("id", "bigint", is_array=True)))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(lease_expires_at=NOW + param("lease", "interval"))
+    .returning(I.c.id)
+)
+_STILL_HELD = select(I.c.id).where(
+    I.c.id == _HELD.c.id, I.c.lease_token == _HELD.c.token, I.c.status == "running"
+)
 
 
 def extend(
@@ -90,36 +134,41 @@ def extend(
     """
     if not leases:
         return set(), set()
-    ids = [lease[0] for lease in leases]
-    t = unnest(id=(ids, "bigint"), token=([lease[1] for lease in leases], "uuid"))
-    lockable = (
-        select(I.c.id)
-        .where(I.c.id == func.any(array(ids, "bigint")))
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    stmt = (
-        update(I)
-        .where(I.c.id == t.c.id, I.c.lease_token == t.c.token, I.c.status == "running")
-        .where(I.c.id.in_(lockable))
-        .values(lease_expires_at=db_now(now) + seconds(lease_seconds))
-        .returning(I.c.id)
-    )
-    extended = set(run(conn, stmt).scalars())
+    params = {
+        "id": [lease[0] for lease in leases],
+        "token": [lease[1] for lease in leases],
+        "lease": timedelta(seconds=lease_seconds),
+        "now": now,
+    }
+    extended = set(run(conn, _EXTEND, params).scalars())
     missing = [lease for lease in leases if lease[0] not in extended]
     if not missing:
         return extended, set()
-    m = unnest(id=([x[0] for x in missing], "bigint"), token=([x[1] for x in missing], "uuid"))
     still_held = set(
         run(
             conn,
-            select(I.c.id).where(
-                I.c.id == m.c.id, I.c.lease_token == m.c.token, I.c.status == "running"
-            ),
+            _STILL_HELD,
+            {"id": [x[0] for x in missing], "token": [x[1] for x in missing]},
         ).scalars()
     )
     lost = {x[0] for x in missing} - still_held
     return extended, lost
+
+
+_RELEASE = (
+    update(I)
+    .where(I.c.id == _HELD.c.id, I.c.lease_token == _HELD.c.token, I.c.status == "running")
+    .values(
+        status="available",
+        attempt=func.greatest(I.c.attempt - 1, 0),
+        run_at=NOW,
+        updated_at=NOW,
+        lease_token=None,
+        lease_owner=None,
+        lease_expires_at=None,
+    )
+    .returning(I.c.id)
+)
 
 
 def release(
@@ -128,20 +177,5 @@ def release(
     """Give claims back (shutdown): runnable again, the attempt returned."""
     if not leases:
         return []
-    t = unnest(id=([x[0] for x in leases], "bigint"), token=([x[1] for x in leases], "uuid"))
-    t_now = db_now(now)
-    stmt = (
-        update(I)
-        .where(I.c.id == t.c.id, I.c.lease_token == t.c.token, I.c.status == "running")
-        .values(
-            status="available",
-            attempt=func.greatest(I.c.attempt - 1, 0),
-            run_at=t_now,
-            updated_at=t_now,
-            lease_token=None,
-            lease_owner=None,
-            lease_expires_at=None,
-        )
-        .returning(I.c.id)
-    )
-    return list(run(conn, stmt).scalars())
+    params = {"id": [x[0] for x in leases], "token": [x[1] for x in leases], "now": now}
+    return list(run(conn, _RELEASE, params).scalars())

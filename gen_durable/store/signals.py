@@ -23,7 +23,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from gen_durable.store._common import I, S, array, db_now, run, unnest
+from gen_durable.store._common import NOW, I, S, db_now, param, run, unnest_params
 
 
 def insert_signal(
@@ -78,6 +78,15 @@ def _await_satisfied() -> ColumnElement[bool]:
     return or_(and_(not_(I.c.await_all), any_pending), and_(I.c.await_all, every_pending))
 
 
+_WAKE = (
+    update(I)
+    .where(I.c.id == func.any(param("ids", "bigint", is_array=True)), I.c.status == "awaiting")
+    .where(_await_satisfied())
+    .values(status="available", run_at=NOW, updated_at=NOW)
+    .returning(I.c.id, I.c.queue)
+)
+
+
 def wake_satisfied(
     conn: Connection, ids: Sequence[int], now: datetime | None
 ) -> Sequence[Row[Any]]:
@@ -86,35 +95,34 @@ def wake_satisfied(
     Runs after the caller holds the rows' locks (a signal's sender, or the transition that
     parked them), so whichever of the two commits second sees the other's rows.
     """
-    t_now = db_now(now)
-    stmt = (
-        update(I)
-        .where(I.c.id == func.any(array(ids, "bigint")), I.c.status == "awaiting")
-        .where(_await_satisfied())
-        .values(status="available", run_at=t_now, updated_at=t_now)
-        .returning(I.c.id, I.c.queue)
+    return run(conn, _WAKE, {"ids": list(ids), "now": now}).all()
+
+
+_PENDING = (
+    select(S.c.id, S.c.instance_id, S.c.name, S.c.payload, S.c.created_at)
+    .where(
+        S.c.instance_id == func.any(param("ids", "bigint", is_array=True)),
+        S.c.consumed_at.is_(None),
     )
-    return run(conn, stmt).all()
+    .order_by(S.c.instance_id, S.c.id)
+)
 
 
 def pending_for(conn: Connection, ids: Sequence[int]) -> Sequence[Row[Any]]:
     """Pending signals of these instances, oldest first."""
-    stmt = (
-        select(S.c.id, S.c.instance_id, S.c.name, S.c.payload, S.c.created_at)
-        .where(S.c.instance_id == func.any(array(ids, "bigint")), S.c.consumed_at.is_(None))
-        .order_by(S.c.instance_id, S.c.id)
-    )
-    return run(conn, stmt).all()
+    return run(conn, _PENDING, {"ids": list(ids)}).all()
+
+
+_CONSUMED = unnest_params(id="bigint", version="int")
+_CONSUME = (
+    update(S)
+    .where(S.c.id == _CONSUMED.c.id, S.c.consumed_at.is_(None))
+    .values(consumed_at=NOW, consumed_version=_CONSUMED.c.version)
+)
 
 
 def consume(conn: Connection, pairs: Sequence[tuple[int, int]], now: datetime | None) -> None:
     """Mark signals consumed by a transition: pairs of (signal id, transition version)."""
-    if not pairs:
-        return
-    t = unnest(id=([p[0] for p in pairs], "bigint"), version=([p[1] for p in pairs], "int"))
-    stmt = (
-        update(S)
-        .where(S.c.id == t.c.id, S.c.consumed_at.is_(None))
-        .values(consumed_at=db_now(now), consumed_version=t.c.version)
-    )
-    run(conn, stmt)
+    if pairs:
+        params = {"id": [p[0] for p in pairs], "version": [p[1] for p in pairs], "now": now}
+        run(conn, _CONSUME, params)
