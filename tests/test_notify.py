@@ -61,7 +61,9 @@ def test_the_listener_reconnects_after_its_backend_is_terminated(engine: Engine)
                     "WHERE datname = current_database() AND query ILIKE 'LISTEN%'"
                 )
             )
-        wait_until(lambda: _listener_backends(engine) == 0 or not runner.listener.connected.is_set())
+        wait_until(
+            lambda: _listener_backends(engine) == 0 or not runner.listener.connected.is_set()
+        )
         wait_until(runner.listener.connected.is_set, timeout=15)
         wait_until(lambda: _listener_backends(engine) == 1, timeout=15)
         time.sleep(0.3)

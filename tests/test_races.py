@@ -12,8 +12,7 @@ from sqlalchemy.orm import Session
 from support import backend_waiting_on_lock, scalar, snapshot
 
 import gen_durable as durable
-from gen_durable import FSM, Await, Done
-from gen_durable import store
+from gen_durable import FSM, Await, Done, store
 from gen_durable.decide import Decision
 from gen_durable.store.transitions import Transition
 
@@ -143,16 +142,19 @@ def test_concurrent_inserts_with_one_correlation_key_make_one_instance(engine: E
         first.begin()
         first_id = durable.insert(first, Parked, correlation_key=key)
         with ThreadPoolExecutor(4) as pool:
-            futures = [
-                pool.submit(lambda: _insert_key(engine, key)) for _ in range(4)
-            ]
+            futures = [pool.submit(lambda: _insert_key(engine, key)) for _ in range(4)]
             backend_waiting_on_lock(engine)
             first.commit()
             ids = {f.result(10) for f in futures}
     assert ids == {first_id}
-    assert scalar(
-        engine, "SELECT count(*) FROM gen_durable.gd_instances WHERE correlation_key = :k", k=key
-    ) == 1
+    assert (
+        scalar(
+            engine,
+            "SELECT count(*) FROM gen_durable.gd_instances WHERE correlation_key = :k",
+            k=key,
+        )
+        == 1
+    )
 
 
 def _insert_key(engine: Engine, key: str) -> int:

@@ -46,7 +46,9 @@ def record_run(ctx: durable.Context, engine: Engine) -> None:
 
 def record_effect(ctx: durable.Context) -> None:
     ctx.session.execute(
-        text("INSERT INTO gd_test_effects (instance_id, version, step, pid) VALUES (:i, :v, :s, :p)"),
+        text(
+            "INSERT INTO gd_test_effects (instance_id, version, step, pid) VALUES (:i, :v, :s, :p)"
+        ),
         {"i": ctx.instance_id, "v": ctx.version, "s": ctx.step, "p": os.getpid()},
     )
 

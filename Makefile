@@ -1,0 +1,58 @@
+# Developer and CI entry points. Everything runs from the project's virtualenv (.venv),
+# which `make venv` creates and refreshes whenever pyproject.toml changes.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+VENV ?= .venv
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+PY ?= $(VENV)/bin/python
+PYTEST ?= $(VENV)/bin/pytest
+RUFF ?= $(VENV)/bin/ruff
+MYPY ?= $(VENV)/bin/mypy
+LINT_IMPORTS ?= $(VENV)/bin/lint-imports
+MKDOCS ?= $(VENV)/bin/mkdocs
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test lint typecheck pytest demo docs contract clean distclean
+
+venv: $(STAMP)
+
+# The stamp lives inside the venv: deleting .venv or editing pyproject.toml re-installs.
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "no python3.11 or python3 on PATH" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+lint: venv
+	$(RUFF) check .
+	$(LINT_IMPORTS)
+
+typecheck: venv
+	$(MYPY)
+
+pytest: venv
+	$(PYTEST) -q -m "not slow" $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+contract: venv
+	$(PYTEST) -q -m contract $(PYTEST_ARGS)
+
+demo: venv
+	$(PY) -m examples.checkout_demo
+
+docs: venv
+	$(MKDOCS) build --strict
+
+clean:
+	rm -rf build dist site .pytest_cache .mypy_cache .ruff_cache .import_linter_cache \
+		.hypothesis .tox *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

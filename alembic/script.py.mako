@@ -1,0 +1,1 @@
+../gen_durable/migrations/script.py.mako
