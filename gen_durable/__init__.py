@@ -15,6 +15,7 @@ from gen_durable.retry import Backoff
 from gen_durable.runner import Runner
 from gen_durable.runtime.executor import StepReport
 from gen_durable.types import InstanceSnapshot, Signal, SignalInfo, SignalResult, Status
+from gen_durable.wait import result, wait
 
 __version__ = "0.1.0"
 
@@ -44,8 +45,10 @@ __all__ = [
     "get",
     "insert",
     "insert_all",
+    "result",
     "retry",
     "schema_name",
     "signal",
     "step",
+    "wait",
 ]

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
+import attrs
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -23,7 +24,7 @@ from gen_durable.errors import (
     NotFound,
     ValidationError,
 )
-from gen_durable.fsm import Definition, InsertSpec
+from gen_durable.fsm import Definition, InsertSpec, resolve
 from gen_durable.store._common import SEP
 from gen_durable.store.instances import NewInstance
 from gen_durable.types import JSON, InstanceSnapshot, SignalInfo, SignalResult, Status
@@ -85,12 +86,16 @@ def insert(
     run_at: datetime | None = None,
     max_attempts: int | None = None,
     on_conflict: OnConflict = "return",
+    dedup_window: float | None = None,
     now: datetime | None = None,
 ) -> int:
     """Insert one instance in the caller's transaction and return its id.
 
     When an unfinished instance already has ``correlation_key``, return its id
-    (``on_conflict="return"``) or raise :class:`DuplicateInstance` (``"raise"``).
+    (``on_conflict="return"``) or raise :class:`DuplicateInstance` (``"raise"``). With
+    ``dedup_window`` (seconds), an instance with that key that finished within the window
+    counts as the live one too, so a request retried after its flow completed does not
+    start a second run.
     """
     spec = InsertSpec.build(
         cls,
@@ -103,7 +108,9 @@ def insert(
         run_at=run_at,
         max_attempts=max_attempts,
     )
-    return insert_all(bind, [spec], on_conflict=on_conflict, now=now)[0]
+    return insert_all(
+        bind, [spec], on_conflict=on_conflict, dedup_window=dedup_window, now=now
+    )[0]
 
 
 def insert_all(
@@ -111,6 +118,7 @@ def insert_all(
     specs: Iterable[InsertSpec],
     *,
     on_conflict: OnConflict = "return",
+    dedup_window: float | None = None,
     now: datetime | None = None,
 ) -> list[int]:
     """Insert many instances (built with ``Cls.new(...)``) in one statement; return their ids.
@@ -119,6 +127,7 @@ def insert_all(
     :class:`DuplicateInstance` and none of the batch is written.
     """
     _check_on_conflict(on_conflict)
+    _check_window(dedup_window)
     items = list(specs)
     for spec in items:
         if not isinstance(spec, InsertSpec):
@@ -133,26 +142,52 @@ def insert_all(
             dup = next(k for k in keys if keys.count(k) > 1)
             raise ValidationError(f"correlation key {dup!r} appears twice in one insert_all")
         with conn.begin_nested() as savepoint:
-            ids = _insert_rows(conn, rows, now)
+            ids = _insert_rows(conn, rows, now, dedup_window)
             clash = next((r for r, (_, made) in zip(rows, ids, strict=True) if not made), None)
             if clash is not None:
                 savepoint.rollback()
                 assert clash.correlation_key is not None
                 raise DuplicateInstance(clash.correlation_key, ids[rows.index(clash)][0])
     else:
-        ids = _insert_rows(conn, rows, now)
+        ids = _insert_rows(conn, rows, now, dedup_window)
     made_queues = [r.queue for r, (_, made) in zip(rows, ids, strict=True) if made]
     store.notify.notify(conn, made_queues)
     return [i for i, _ in ids]
 
 
+def _check_window(window: float | None) -> None:
+    if window is not None and (
+        isinstance(window, bool) or not isinstance(window, int | float) or not window >= 0
+    ):
+        raise ValidationError(f"dedup_window must be seconds >= 0, got {window!r}")
+
+
 def _insert_rows(
-    conn: Connection, rows: Sequence[NewInstance], now: datetime | None
+    conn: Connection,
+    rows: Sequence[NewInstance],
+    now: datetime | None,
+    dedup_window: float | None = None,
 ) -> list[tuple[int, bool]]:
-    """Insert; for rows whose key is live, the live instance's id. (id, created) per row."""
+    """Insert; for rows whose key is live, the live instance's id. (id, created) per row.
+
+    With ``dedup_window``, a key whose instance finished within the window resolves to
+    that instance (when no unfinished one has the key) and nothing is inserted for it.
+    """
     out: list[tuple[int, bool] | None] = [None] * len(rows)
     todo = list(range(len(rows)))
+    if dedup_window is not None:
+        keys = sorted({r.correlation_key for r in rows if r.correlation_key})
+        if keys:
+            live = store.instances.live_ids_by_key(conn, keys)
+            recent = store.instances.recently_finished_by_key(conn, keys, dedup_window, now)
+            for index, row in enumerate(rows):
+                key = row.correlation_key
+                if key is not None and key not in live and key in recent:
+                    out[index] = (recent[key], False)
+            todo = [i for i in todo if out[i] is None]
     for _round in range(5):
+        if not todo:
+            break
         batch = [rows[i] for i in todo]
         if len(batch) == 1:
             got = [store.instances.insert_one(conn, batch[0], now)]
@@ -166,8 +201,8 @@ def _insert_rows(
                 out[index] = (new_id, True)
         if not conflicted:
             break
-        keys = [rows[i].correlation_key for i in conflicted]
-        live = store.instances.live_ids_by_key(conn, [k for k in keys if k])
+        keys = [k for i in conflicted if (k := rows[i].correlation_key)]
+        live = store.instances.live_ids_by_key(conn, keys)
         todo = []
         for index in conflicted:
             key = rows[index].correlation_key
@@ -189,6 +224,10 @@ def _check_signal_name(name: object) -> str:
     return name
 
 
+StartSpec = InsertSpec | type[Definition] | tuple[type[Definition] | str, Any]
+"""What ``signal(..., start=...)`` accepts: ``Cls.new(...)``, a class, or ``(Cls, state)``."""
+
+
 def signal(
     bind: Bind,
     target: int | str,
@@ -196,6 +235,8 @@ def signal(
     payload: JSON = None,
     *,
     idempotency_key: str | None = None,
+    start: StartSpec | None = None,
+    dedup_window: float | None = None,
     now: datetime | None = None,
 ) -> SignalResult:
     """Send signal ``name`` to an instance (by id, or by correlation key) in the caller's
@@ -203,18 +244,26 @@ def signal(
 
     The signal is stored even if the instance is not awaiting it yet; an instance
     awaiting it becomes runnable. A key with no unfinished instance raises
-    :class:`NotFound`. A repeated ``idempotency_key`` for the same instance is stored
-    once and reported as ``duplicate``.
+    :class:`NotFound` — unless ``start`` says what to create: then the instance is
+    inserted with that key and receives the signal, atomically (signal-with-start; under
+    concurrent calls there is one instance). ``dedup_window`` makes an instance with the
+    key that finished within the window count as the live one. A repeated
+    ``idempotency_key`` for the same instance is stored once and reported as ``duplicate``.
     """
     target = _check_target(target)
     _check_signal_name(name)
+    _check_window(dedup_window)
     if idempotency_key is not None and (
         not isinstance(idempotency_key, str) or not idempotency_key
     ):
         raise ValidationError("idempotency_key must be a non-empty string")
+    spec = _start_spec(start, target) if start is not None else None
     body = serialization.dumps(serialization.unstructure(payload, "signal payload"))
     conn = _connection(bind)
     row = store.instances.lock_target(conn, target)
+    started = False
+    if row is None and isinstance(target, str) and (spec is not None or dedup_window):
+        row, started = _live_or_started(conn, target, spec, dedup_window, now)
     if row is None:
         raise NotFound(_not_found(target, live=True))
     signal_id, duplicate = store.signals.insert_signal(
@@ -223,7 +272,55 @@ def signal(
     if not duplicate and row.status == "awaiting":
         woke = store.signals.wake_satisfied(conn, [row.id], now)
         store.notify.notify(conn, [w.queue for w in woke])
-    return SignalResult(signal_id=signal_id, instance_id=row.id, duplicate=duplicate)
+    return SignalResult(
+        signal_id=signal_id, instance_id=row.id, duplicate=duplicate, started=started
+    )
+
+
+def _start_spec(start: StartSpec, target: int | str) -> InsertSpec:
+    if not isinstance(target, str):
+        raise ValidationError("signal-with-start addresses its instance by correlation key")
+    if isinstance(start, InsertSpec):
+        if start.correlation_key not in (None, target):
+            raise ValidationError(
+                f"start has correlation key {start.correlation_key!r}, the signal {target!r}"
+            )
+        return attrs.evolve(start, correlation_key=target)
+    cls, value = start if isinstance(start, tuple) else (start, None)
+    resolved = resolve(cls)
+    as_args = resolved._gd_kind == "job"
+    return InsertSpec.build(
+        resolved,
+        state=None if as_args else value,
+        args=value if as_args else None,
+        correlation_key=target,
+    )
+
+
+def _live_or_started(
+    conn: Connection,
+    key: str,
+    spec: InsertSpec | None,
+    dedup_window: float | None,
+    now: datetime | None,
+) -> tuple[Any, bool]:
+    """The row a signal-with-start delivers to (locked), and whether it was created."""
+    if dedup_window is not None:
+        recent = store.instances.recently_finished_by_key(conn, [key], dedup_window, now)
+        if key in recent:
+            return store.instances.lock_target(conn, recent[key]), False
+    if spec is None:
+        return None, False
+    for _attempt in range(5):
+        new_id = store.instances.insert_one(conn, _new_row(spec), now)
+        if new_id is not None:
+            store.notify.notify(conn, [spec.queue])
+            return store.instances.lock_target(conn, new_id), True
+        # Another caller inserted the key first (and committed): deliver to theirs.
+        row = store.instances.lock_target(conn, key)
+        if row is not None:
+            return row, False
+    raise InvalidTransition(f"correlation key {key!r} kept changing hands; try again")
 
 
 def cancel(
@@ -244,7 +341,10 @@ def cancel(
             return False
         raise NotFound(_not_found(target, live=isinstance(target, str)))
     error = serialization.dumps({"type": "Cancel", "message": reason})
-    return store.instances.cancel(conn, row.id, error, now) is not None
+    if store.instances.cancel(conn, row.id, error, now) is None:
+        return False
+    store.notify.notify_finished(conn, [row.id])
+    return True
 
 
 def retry(bind: Bind, target: int | str, *, now: datetime | None = None) -> int:

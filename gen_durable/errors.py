@@ -59,8 +59,8 @@ class InvalidOutcome(DurableError):
     """A step returned something that is not a valid outcome for its class."""
 
 
-class LeaseLost(DurableError):
-    """The runtime no longer owns the instance: its commit was fenced out."""
+class ResultTimeout(DurableError, TimeoutError):
+    """The awaited instance did not finish within the timeout."""
 
 
 class InstanceFailed(DurableError):

@@ -33,6 +33,7 @@ from gen_durable.store.transitions import Committed
 
 log = logging.getLogger("gen_durable.runner")
 
+FINISHED_STATUSES = frozenset({"done", "failed", "cancelled"})
 SERVICE_CONNECTIONS = 6
 """Connections the runner's own threads may hold at once: committer, heartbeat,
 scheduler, reaper, GC and the notifier."""
@@ -115,6 +116,7 @@ class Runner:
             self._wake,
             reaper_interval if reaper_interval is not None else max(lease / 4, 0.2),
             node_ttl=max(10 * lease, 60.0),
+            on_failed=self.notifier.add_finished,
         )
         self.gc = GarbageCollector(engine, gc_retention, gc_interval)
         self.listener = (
@@ -265,6 +267,9 @@ class Runner:
 
     def _on_committed(self, committed: list[Committed]) -> None:
         others: set[str] = set()
+        finished = [c.instance_id for c in committed if c.status in FINISHED_STATUSES]
+        if finished:
+            self.notifier.add_finished(finished)
         for item in committed:
             if item.status != "available":
                 continue

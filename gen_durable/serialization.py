@@ -5,6 +5,7 @@ Never pickle: everything stored is JSON (jsonb).
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -21,7 +22,8 @@ converter = make_converter(forbid_extra_keys=True)
 def structure(value: JSON, type_: type[Any] | None, what: str = "state") -> Any:
     """Turn stored JSON into the declared type (or return it as is when untyped)."""
     if type_ is None:
-        return value
+        # A copy: in-place changes by a failed attempt must not leak into its retry.
+        return copy.deepcopy(value)
     try:
         return converter.structure(value, type_)
     except (BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:

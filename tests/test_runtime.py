@@ -436,3 +436,81 @@ def test_a_zombie_past_its_timeout_is_retried_elsewhere_and_its_commit_fenced(
     assert done.result == 2  # the second run's outcome
     assert [r.committed for r in sorted(reports, key=lambda r: r.attempt)] == [False, True]
     assert scalar(engine, "SELECT array_agg(run) FROM gd_test_overrun") == [2]
+
+
+class ShipOnSecondTry(FSM):
+    name = "test.ShipOnSecondTry"
+    steps = ("start", "ship")
+    backoff = Backoff(base=0.01, jitter=0)
+    packs: list[list[Any]] = []
+
+    def start(self, ctx: durable.Context) -> Await:
+        return Await("paid", then="ship")
+
+    def ship(self, ctx: durable.Context) -> Done:
+        type(self).packs.append([s.payload for s in ctx.awaited])
+        if ctx.attempt == 1:
+            raise RuntimeError("carrier down")
+        return Done(ctx.awaited[0].payload)
+
+
+def test_a_retried_step_gets_the_same_signal_pack_again(engine: Engine) -> None:
+    """Regression: a retry used to clear what the step awaited, so attempt 2 saw no signal."""
+    ShipOnSecondTry.packs.clear()
+    iid = insert(engine, ShipOnSecondTry)
+    with Runner(engine, **FAST):
+        wait_status(engine, iid, "awaiting")
+        send(engine, iid, "paid", {"amount": 5})
+        done = wait_status(engine, iid, "done")
+    assert ShipOnSecondTry.packs == [[{"amount": 5}], [{"amount": 5}]]
+    assert done.result == {"amount": 5}
+    assert all(s.consumed_at is not None for s in done.signals)
+
+
+class Mutator(Job):
+    name = "test.Mutator"
+    backoff = Backoff(base=0.01, jitter=0)
+    seen: list[list[int]] = []
+
+    def perform(self, args: dict[str, Any]) -> list[int]:
+        args["trail"].append(len(type(self).seen))
+        type(self).seen.append(list(args["trail"]))
+        if len(type(self).seen) < 3:
+            raise RuntimeError("again")
+        return list(args["trail"])
+
+
+def test_untyped_state_changed_by_a_failed_attempt_does_not_leak_into_the_retry(
+    engine: Engine,
+) -> None:
+    """Regression: in-place changes to plain JSON args used to be stored with the retry."""
+    Mutator.seen.clear()
+    iid = insert(engine, Mutator, args={"trail": []})
+    with Runner(engine, **FAST):
+        done = wait_status(engine, iid, "done")
+    assert Mutator.seen == [[0], [1], [2]]
+    assert done.state == {"trail": [2]} and done.result == [2]  # only the last attempt kept
+
+
+class Patient(FSM):
+    name = "test.Patient"
+    steps = ("wait_for_cancel",)
+    timeout = 0.2
+    flipped: list[bool] = []
+
+    def wait_for_cancel(self, ctx: durable.Context) -> Done:
+        deadline = time.monotonic() + 5
+        while not ctx.cancelled and time.monotonic() < deadline:
+            time.sleep(0.02)
+        type(self).flipped.append(ctx.cancelled)
+        return Done()
+
+
+def test_ctx_cancelled_turns_true_once_a_step_is_past_its_timeout(engine: Engine) -> None:
+    """Regression: a step past its timeout was never told that its lease would lapse."""
+    Patient.flipped.clear()
+    iid = insert(engine, Patient)
+    with Runner(engine, lease=3, heartbeat=0.1, poll_interval=0.2):
+        wait_until(lambda: Patient.flipped, timeout=10)
+        wait_status(engine, iid, "done", "available", "running", "scheduled")
+    assert Patient.flipped[0] is True

@@ -39,14 +39,20 @@ class Inflight:
             self._leases.pop(instance_id, None)
 
     def extendable(self) -> list[Lease]:
-        """Leases to extend: those whose step is not past its timeout."""
+        """Leases to extend: those whose step is not past its timeout.
+
+        A step past its timeout is flagged (``ctx.cancelled``): its lease will lapse and
+        its commit will be fenced out, so it may as well stop.
+        """
         now = monotonic()
+        keep: list[Lease] = []
         with self._lock:
-            return [
-                lease
-                for lease in self._leases.values()
-                if lease.deadline is None or lease.deadline > now
-            ]
+            for lease in self._leases.values():
+                if lease.deadline is None or lease.deadline > now:
+                    keep.append(lease)
+                else:
+                    lease.cancel.set()
+        return keep
 
     def lost(self, instance_ids: set[int]) -> None:
         """Flag leases the database no longer grants (cancelled, reaped)."""

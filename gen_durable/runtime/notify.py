@@ -84,6 +84,7 @@ class Notifier:
         self._debounce = debounce
         self._lock = threading.Lock()
         self._queues: set[str] = set()
+        self._finished: set[int] = set()
         self._event = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -109,17 +110,29 @@ class Notifier:
         if changed:
             self._event.set()
 
+    def add_finished(self, instance_ids: Iterable[int]) -> None:
+        """Announce finished instances to whoever waits for their results."""
+        with self._lock:
+            self._finished.update(instance_ids)
+        self._event.set()
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._event.wait()
             self._stop.wait(self._debounce)
-            self._event.clear()
-            with self._lock:
-                queues, self._queues = self._queues, set()
-            if not queues:
-                continue
-            try:
-                with self._engine.begin() as conn:
-                    store.notify.notify(conn, queues)
-            except Exception as exc:  # a lost wake-up is covered by polling
-                log.debug("notify failed: %s", exc)
+            self._flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        self._event.clear()
+        with self._lock:
+            queues, self._queues = self._queues, set()
+            finished, self._finished = self._finished, set()
+        if not queues and not finished:
+            return
+        try:
+            with self._engine.begin() as conn:
+                store.notify.notify(conn, queues)
+                store.notify.notify_finished(conn, finished)
+        except Exception as exc:  # a lost wake-up is covered by polling
+            log.debug("notify failed: %s", exc)

@@ -155,6 +155,24 @@ def live_ids_by_key(conn: Connection, keys: Sequence[str]) -> dict[str, int]:
     return {row.correlation_key: row.id for row in rows}
 
 
+def recently_finished_by_key(
+    conn: Connection, keys: Sequence[str], window_seconds: float, now: datetime | None
+) -> dict[str, int]:
+    """The newest instance of each key that finished within the last ``window_seconds``."""
+    newest = func.max(I.c.id).label("id")
+    rows = run(
+        conn,
+        select(I.c.correlation_key, newest)
+        .where(
+            I.c.correlation_key == func.any(array(keys, "text")),
+            I.c.finished_at.is_not(None),
+            I.c.finished_at > db_now(now) - seconds(window_seconds),
+        )
+        .group_by(I.c.correlation_key),
+    ).all()
+    return {row.correlation_key: row.id for row in rows}
+
+
 def lock_target(conn: Connection, target: int | str) -> Row[Any] | None:
     """Lock the instance a target names (id, or the live instance of a key)."""
     stmt = select(I.c.id, I.c.status, I.c.queue, I.c.correlation_key, I.c.finished_at)
@@ -174,7 +192,9 @@ def resolve_read(conn: Connection, target: int | str) -> int | None:
             conn,
             select(I.c.id)
             .where(I.c.correlation_key == target)
-            .order_by(I.c.finished_at.is_(None).desc(), I.c.id.desc())
+            .order_by(
+                I.c.finished_at.is_(None).desc(), I.c.finished_at.desc(), I.c.id.desc()
+            )
             .limit(1),
         ).scalar_one_or_none()
     return found
@@ -241,6 +261,7 @@ __all__ = [
     "insert_one",
     "live_ids_by_key",
     "lock_target",
+    "recently_finished_by_key",
     "resolve_read",
     "retry",
 ]

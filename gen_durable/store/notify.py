@@ -6,15 +6,28 @@ from collections.abc import Iterable
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Text, cast, func, select
 
 from gen_durable import models
-from gen_durable.store._common import run
+from gen_durable.store._common import array, run
 
 
 def channel(schema: str | None = None) -> str:
-    """The notification channel of a gen_durable schema."""
+    """The notification channel of a gen_durable schema (payload: a queue name)."""
     return f"{schema or models.schema_name()}_wakeup"
+
+
+def finished_channel(schema: str | None = None) -> str:
+    """The channel that announces finished instances (payload: an instance id)."""
+    return f"{schema or models.schema_name()}_finished"
+
+
+def notify_finished(conn: Connection, instance_ids: Iterable[int]) -> None:
+    """Announce finished instances (delivered when the caller commits)."""
+    ids = sorted(set(instance_ids))
+    if ids:
+        x = func.unnest(array(ids, "bigint")).table_valued("id").render_derived(name="x")
+        run(conn, select(func.pg_notify(finished_channel(), cast(x.c.id, Text))).select_from(x))
 
 
 def notify(conn: Connection, queues: Iterable[str]) -> None:
@@ -26,15 +39,9 @@ def notify(conn: Connection, queues: Iterable[str]) -> None:
     run(conn, select(*(func.pg_notify(name, q) for q in distinct)))
 
 
-def listen(conn: psycopg.Connection[object], schema: str | None = None) -> None:
-    """LISTEN on the schema's channel (on a dedicated autocommit psycopg connection)."""
-    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel(schema))))
-
-
-def notify_raw(
-    conn: psycopg.Connection[object], queues: Iterable[str], schema: str | None = None
+def listen(
+    conn: psycopg.Connection[object], schema: str | None = None, *, finished: bool = False
 ) -> None:
-    """Send wake-ups on a raw psycopg connection (the runtime's out-of-band notifier)."""
-    name = channel(schema)
-    for q in sorted(set(queues)):
-        conn.execute("SELECT pg_notify(%s, %s)", (name, q))
+    """LISTEN on the schema's wake-up (or finished) channel, on an autocommit connection."""
+    name = finished_channel(schema) if finished else channel(schema)
+    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(name)))

@@ -18,8 +18,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from gen_durable import serialization
 from gen_durable.decide import Decision
+from gen_durable.store import children as child_sql
 from gen_durable.store import signals as signal_sql
-from gen_durable.store._common import NOW, SEP, ZERO, I, param, run, unnest_params
+from gen_durable.store._common import FINISHED, NOW, SEP, ZERO, I, param, run, unnest_params
 
 
 @attrs.frozen
@@ -58,6 +59,9 @@ _T = unnest_params(
     await_all="bool",
     await_limit="int",
     timeout_step="text",
+    join_policy="text",
+    children="int",
+    children_from="bigint",
     result="text",
     error="text",
     reset="bool",
@@ -95,10 +99,18 @@ _COMMIT = (
         version=case((_T.c.reset, I.c.version + 1), else_=I.c.version),
         attempt=case((_T.c.reset, 0), else_=I.c.attempt),
         run_at=_DUE,
-        await_names=func.string_to_array(_T.c.await_names, SEP),
-        await_all=_T.c.await_all,
-        await_limit=_T.c.await_limit,
-        timeout_step=_T.c.timeout_step,
+        # A retry keeps what the step awaited, so the next attempt gets the same pack.
+        await_names=case(
+            (_T.c.reset, func.string_to_array(_T.c.await_names, SEP)), else_=I.c.await_names
+        ),
+        await_all=case((_T.c.reset, _T.c.await_all), else_=I.c.await_all),
+        await_limit=case((_T.c.reset, _T.c.await_limit), else_=I.c.await_limit),
+        timeout_step=case((_T.c.reset, _T.c.timeout_step), else_=I.c.timeout_step),
+        # A Spawn parks the parent on its children: the counter, the policy and where the
+        # batch's ids start. Other transitions clear the policy and keep the rest.
+        join_policy=_T.c.join_policy,
+        pending_children=func.coalesce(_T.c.children, I.c.pending_children),
+        children_from=func.coalesce(_T.c.children_from, I.c.children_from),
         result=cast(_T.c.result, JSONB),
         error=cast(_T.c.error, JSONB),
         finished_at=case((_T.c.kind.in_(("done", "failed", "cancelled")), NOW), else_=None),
@@ -107,7 +119,7 @@ _COMMIT = (
         lease_owner=None,
         lease_expires_at=None,
     )
-    .returning(I.c.id, I.c.status, I.c.queue)
+    .returning(I.c.id, I.c.status, I.c.queue, I.c.parent_id)
 )
 
 
@@ -118,12 +130,15 @@ def commit(
 
     Runs inside the caller's transaction: the grouped committer's own, or the session a
     step wrote through. Statements: the fenced UPDATE, then signal consumption, then —
-    for rows that just parked — a check for signals that are already pending.
+    for rows that just parked — a check for signals that are already pending, then the
+    children of landed Spawns and the join of parents whose children just finished
+    (:mod:`gen_durable.store.children`); parents made runnable are returned too.
     """
     if not items:
         return {}
     items = sorted(items, key=lambda x: x.instance_id)
     ds = [x.decision for x in items]
+    child_ids = _draw_child_ids(conn, items)
     params = {
         "id": [x.instance_id for x in items],
         "token": [x.lease_token for x in items],
@@ -139,18 +154,69 @@ def commit(
         "result": [_json_or_none(d.result, d.status == "done") for d in ds],
         "error": [_json_or_none(d.error, d.error is not None) for d in ds],
         "reset": [d.reset_attempt for d in ds],
+        "join_policy": [d.join_policy for d in ds],
+        "children": [len(d.children) if d.kind == "spawn" else None for d in ds],
+        "children_from": [child_ids[x.instance_id][0] if x.decision.kind == "spawn" else None for x in items],
         "now": now,
     }
-    landed = {
-        row.id: Committed(row.id, row.status, row.queue) for row in run(conn, _COMMIT, params).all()
-    }
+    rows = run(conn, _COMMIT, params).all()
+    landed = {row.id: Committed(row.id, row.status, row.queue) for row in rows}
     pairs = [(sig, x.version + 1) for x in items if x.instance_id in landed for sig in x.consumed]
     signal_sql.consume(conn, pairs, now)
-    parked = [i for i, c in landed.items() if c.status == "awaiting"]
+    spawns = {x.instance_id for x in items if x.decision.kind == "spawn"}
+    parked = [i for i, c in landed.items() if c.status == "awaiting" and i not in spawns]
     if parked:
         for row in signal_sql.wake_satisfied(conn, parked, now):
             landed[row.id] = Committed(row.id, "available", row.queue)
+    _join(conn, items, rows, landed, child_ids, now)
     return landed
+
+
+def _draw_child_ids(conn: Connection, items: Sequence[Transition]) -> dict[int, list[int]]:
+    """Ids for the children of every Spawn in the group, ascending in spawn order."""
+    spawns = [x for x in items if x.decision.kind == "spawn"]
+    ids = child_sql.allocate_ids(conn, sum(len(x.decision.children) for x in spawns))
+    out: dict[int, list[int]] = {}
+    for x in spawns:
+        count = len(x.decision.children)
+        out[x.instance_id], ids = ids[:count], ids[count:]
+    return out
+
+
+def _join(
+    conn: Connection,
+    items: Sequence[Transition],
+    rows: Sequence[Any],
+    landed: dict[int, Committed],
+    child_ids: dict[int, list[int]],
+    now: datetime | None,
+) -> None:
+    """Insert the children of landed Spawns; count finished children against their parents.
+
+    Adds to ``landed`` the parents this made runnable and the instances a
+    ``cancel_rest`` join cancelled (a transition of the group that did not land is
+    never marked as committed).
+    """
+    spawned = [
+        (x.instance_id, x.decision.children, child_ids[x.instance_id])
+        for x in items
+        if x.decision.kind == "spawn" and x.instance_id in landed
+    ]
+    finished = [
+        (row.parent_id, row.id, row.status == "failed")
+        for row in rows
+        if row.parent_id is not None and row.status in FINISHED
+    ]
+    born_failed = child_sql.insert(conn, spawned, now)
+    finished.extend((parent, child, True) for parent, child in born_failed)
+    woken, cancelled = child_sql.finish(conn, finished, now)
+    group = {x.instance_id for x in items}
+    for row in woken:
+        if row.id in landed or row.id not in group:
+            landed[row.id] = Committed(row.id, "available", row.queue)
+    for row in cancelled:
+        if row.id in landed or row.id not in group:
+            landed[row.id] = Committed(row.id, "cancelled", row.queue)
 
 
 _LOCK_TIMEOUT = select(func.set_config("lock_timeout", param("value", "text"), True))

@@ -24,12 +24,14 @@ class Reaper(Service):
         wake: Callable[[Iterable[str]], None],
         interval: float,
         node_ttl: float,
+        on_failed: Callable[[list[int]], None] | None = None,
         batch: int = 500,
     ) -> None:
         super().__init__(interval)
         self._engine = engine
         self._wake = wake
         self._node_ttl = node_ttl
+        self._on_failed = on_failed
         self._batch = batch
         self.reaped_total = 0
 
@@ -42,4 +44,7 @@ class Reaper(Service):
             self.reaped_total += len(rows)
             log.info("reaped %d expired lease(s)", len(rows))
             self._wake([r.queue for r in rows if r.status == "available"])
+            failed = [r.id for r in rows if r.status == "failed"]
+            if failed and self._on_failed is not None:
+                self._on_failed(failed)
         return len(rows) >= self._batch
