@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from procs.worker import Poison, Slow, setup
+from procs.worker import Consumer, Poison, Slow, setup
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 from support import scalar, snapshot, wait_status, wait_until
@@ -106,3 +106,32 @@ def test_a_step_that_kills_its_worker_fails_after_exactly_max_attempts_runs(
     assert runs(engine, iid, "explode") == Poison.max_attempts
     assert failed.error["type"] == "LeaseExpired"
     assert failed.attempt == Poison.max_attempts
+
+
+def test_a_signal_pack_is_redelivered_after_sigkill_and_consumed_once(
+    engine: Engine, workers: Workers
+) -> None:
+    with Session(engine) as s, s.begin():
+        iid = durable.insert(s, Consumer)
+        for n in range(3):
+            durable.signal(s, iid, "item", n)
+    first = workers.start(work_seconds=3.0)
+    wait_until(lambda: runs(engine, iid, "0,1,2") == 1)
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    workers.start(work_seconds=0.1)
+    done = wait_status(engine, iid, "done", timeout=30)
+    assert done.result == [0, 1, 2]
+    assert runs(engine, iid, "0,1,2") == 2  # delivered again, whole, to the next attempt
+    assert scalar(engine, "SELECT count(*) FROM gd_test_effects WHERE instance_id = :i", i=iid) == 1
+    versions = {s.consumed_at is not None for s in done.signals}
+    assert versions == {True}
+    assert (
+        scalar(
+            engine,
+            "SELECT count(DISTINCT consumed_version) FROM gen_durable.gd_signals "
+            "WHERE instance_id = :i",
+            i=iid,
+        )
+        == 1
+    )

@@ -325,7 +325,10 @@ def test_1000_instances_each_get_their_10_signals_from_concurrent_senders(
                 with Session(engine) as s, s.begin():
                     durable.signal(s, k, "msg", f"{k}#{m}")
 
-    with Runner(engine, queues={"default": 16}, **FAST):
+    with (
+        Runner(engine, queues={"default": 8}, **FAST),
+        Runner(engine, queues={"default": 8}, **FAST),
+    ):
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(sender, range(4)))
         wait_until(

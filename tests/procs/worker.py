@@ -17,7 +17,7 @@ import time
 from sqlalchemy import Engine, create_engine, text
 
 import gen_durable as durable
-from gen_durable import FSM, Done, Next
+from gen_durable import FSM, Await, Done, Next
 
 SETUP = """
 CREATE TABLE IF NOT EXISTS gd_test_runs (
@@ -82,6 +82,29 @@ class Slow(FSM):
         return Done("finished")
 
 
+class Consumer(FSM):
+    """Parks for ``item`` signals; the step that takes them is slow enough to be killed."""
+
+    name = "crash.Consumer"
+    steps = ("wait", "take")
+
+    def wait(self, ctx: durable.Context) -> Await:
+        return Await("item", then="take")
+
+    def take(self, ctx: durable.Context) -> Done:
+        assert _ENGINE is not None
+        payloads = [s.payload for s in ctx.awaited]
+        with _ENGINE.connect() as conn:
+            conn.execute(
+                text("INSERT INTO gd_test_runs (instance_id, step, pid) VALUES (:i, :s, :p)"),
+                {"i": ctx.instance_id, "s": ",".join(map(str, payloads)), "p": os.getpid()},
+            )
+            conn.commit()
+        time.sleep(float(os.environ.get("GD_TEST_WORK_SECONDS", "3")))
+        record_effect(ctx)
+        return Done(payloads)
+
+
 class Poison(FSM):
     """A step that kills its own worker process every time it runs."""
 
@@ -111,7 +134,7 @@ def main() -> None:
         lease=args.lease,
         poll_interval=0.2,
         grace=0.5,
-        fsms=[Slow, Poison],
+        fsms=[Slow, Poison, Consumer],
     )
     print("ready", flush=True)
     runner.run_forever()
