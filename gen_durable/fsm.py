@@ -29,6 +29,7 @@ DEFAULT_QUEUE = "default"
 MAX_PRIORITY = 9
 
 _registry: dict[str, type[Definition]] = {}
+_RESERVED: frozenset[str] = frozenset()  # filled in below, once Definition exists
 
 
 def step(func: F) -> F:
@@ -64,6 +65,8 @@ class Definition:
         _validate_options(cls)
         if "name" not in cls.__dict__:
             cls.name = f"{cls.__module__}.{cls.__qualname__}"
+        elif not isinstance(cls.name, str) or not cls.name:
+            raise DefinitionError(f"{cls.__qualname__}: name must be a non-empty string")
         _register(cls)
 
     @classmethod
@@ -112,6 +115,9 @@ class Definition:
         return None
 
 
+_RESERVED = frozenset(name for name in dir(Definition) if not name.startswith("__"))
+
+
 class FSM(Definition):
     """A durable finite-state machine.
 
@@ -126,11 +132,17 @@ class FSM(Definition):
 
     @classmethod
     def _gd_configure(cls) -> None:
-        declared = tuple(cls.__dict__.get("steps", ())) or tuple(cls.steps)
+        raw = cls.__dict__.get("steps", ()) or cls.steps
+        if isinstance(raw, str):
+            raise DefinitionError(
+                f"{cls.__qualname__}.steps is a string; write a tuple: steps = ({raw!r},)"
+            )
+        declared = tuple(raw)
+        # The most derived definition of a name decides whether it is a step.
         marked = tuple(
             name
-            for name, member in _own_and_inherited(cls)
-            if getattr(member, "__gd_step__", False)
+            for name in _member_names(cls)
+            if getattr(getattr(cls, name, None), "__gd_step__", False)
         )
         if declared and marked and set(marked) - set(declared):
             extra = sorted(set(marked) - set(declared))
@@ -144,6 +156,11 @@ class FSM(Definition):
         for item in names:
             if not isinstance(item, str) or not item:
                 raise DefinitionError(f"{cls.__qualname__}: step names are non-empty strings")
+            if item in _RESERVED:
+                raise DefinitionError(
+                    f"{cls.__qualname__}: {item!r} names an attribute of every FSM; "
+                    "choose another step name"
+                )
         if len(set(names)) != len(names):
             raise DefinitionError(f"{cls.__qualname__}: duplicate step names in {names}")
         initial = cls.initial or names[0]
@@ -170,11 +187,13 @@ class Job(Definition):
         perform = getattr(cls, "perform", None)
         if perform is None or not callable(perform):
             raise DefinitionError(f"{cls.__qualname__} must define perform(self, args[, ctx])")
-        params = [
-            p
-            for p in inspect.signature(perform).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
+        signature = inspect.signature(perform).parameters.values()
+        params = [p for p in signature if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if any(p.kind == p.KEYWORD_ONLY and p.default is p.empty for p in signature):
+            raise DefinitionError(
+                f"{cls.__qualname__}.perform takes (self, args) or (self, args, ctx); "
+                "ctx is passed positionally"
+            )
         if len(params) not in (2, 3):
             raise DefinitionError(
                 f"{cls.__qualname__}.perform takes (self, args) or (self, args, ctx)"
@@ -306,13 +325,14 @@ def _declared_type(cls: type[Definition], nested: str, option: str) -> type[Any]
     return candidate
 
 
-def _own_and_inherited(cls: type) -> Iterator[tuple[str, Any]]:
+def _member_names(cls: type) -> Iterator[str]:
+    """Attribute names of a class and its bases, base classes' first, each once."""
     seen: set[str] = set()
     for klass in reversed(cls.__mro__):
-        for name, member in vars(klass).items():
+        for name in vars(klass):
             if name not in seen:
                 seen.add(name)
-                yield name, member
+                yield name
 
 
 def _register(cls: type[Definition]) -> None:

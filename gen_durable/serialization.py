@@ -50,9 +50,14 @@ def dumps(value: JSON) -> str:
 
 def validate_state(value: Any, type_: type[Any] | None, what: str = "state") -> JSON:
     """Validate user-supplied state/args against the declared type; return its JSON."""
-    if type_ is not None and not isinstance(value, type_):
+    if type_ is None:
+        return unstructure(value, what)
+    if not isinstance(value, type_):
         value = structure(value, type_, what)
-    return unstructure(value, what)
+    data = unstructure(value, what)
+    # An instance built by hand is not validated by attrs: prove that it loads back.
+    structure(data, type_, what)
+    return data
 
 
 def _describe(exc: BaseException) -> str:

@@ -135,3 +135,20 @@ def test_a_signal_pack_is_redelivered_after_sigkill_and_consumed_once(
         )
         == 1
     )
+
+
+def test_sigterm_stops_a_runner_gracefully_and_releases_what_still_runs(
+    engine: Engine, workers: Workers
+) -> None:
+    with Session(engine) as s, s.begin():
+        iid = durable.insert(s, Slow)
+    first = workers.start(work_seconds=30.0)  # far longer than the 0.5 s grace
+    wait_until(lambda: runs(engine, iid, "work") == 1)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(15) == 0  # a clean exit, not a kill
+    released = snapshot(engine, iid)
+    assert (released.status, released.step, released.attempt) == ("available", "work", 0)
+    workers.start(work_seconds=0.1)
+    done = wait_status(engine, iid, "done", timeout=30)
+    assert done.result == "finished"
+    assert scalar(engine, "SELECT count(*) FROM gd_test_effects WHERE instance_id = :i", i=iid) == 3

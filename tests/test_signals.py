@@ -349,3 +349,27 @@ def test_1000_instances_each_get_their_10_signals_from_concurrent_senders(
     assert (
         scalar(engine, "SELECT count(*) FROM gen_durable.gd_signals WHERE consumed_at IS NULL") == 0
     )
+
+
+class Snooze(FSM):
+    name = "sig.Snooze"
+    steps = ("nap", "wake")
+
+    def nap(self, ctx: durable.Context) -> Any:
+        from gen_durable import Sleep
+
+        return Sleep(1.0, then="wake")
+
+    def wake(self, ctx: durable.Context) -> Done:
+        return Done("woke")
+
+
+def test_a_timer_survives_the_runner_that_set_it(engine: Engine) -> None:
+    iid = insert(engine, Snooze)
+    with Runner(engine, **FAST):
+        sleeping = wait_status(engine, iid, "scheduled")
+    assert sleeping.step == "wake"
+    assert snapshot(engine, iid).status == "scheduled"  # no runner: it waits in its row
+    with Runner(engine, listen=False, **FAST):  # a new runner, polling only
+        done = wait_status(engine, iid, "done")
+    assert done.result == "woke" and done.finished_at >= sleeping.run_at
