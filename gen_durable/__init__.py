@@ -8,13 +8,14 @@ from __future__ import annotations
 from gen_durable import errors
 from gen_durable.api import cancel, get, insert, insert_all, retry, signal
 from gen_durable.context import Context
+from gen_durable.cron import Cron
 from gen_durable.fsm import FSM, InsertSpec, Job, step
 from gen_durable.models import configure_schema, schema_name
-from gen_durable.outcomes import KEEP, Await, Cancel, Done, Fail, Next, Sleep
+from gen_durable.outcomes import KEEP, Await, Cancel, Done, Fail, Next, Sleep, Spawn
 from gen_durable.retry import Backoff
 from gen_durable.runner import Runner
 from gen_durable.runtime.executor import StepReport
-from gen_durable.types import InstanceSnapshot, Signal, SignalInfo, SignalResult, Status
+from gen_durable.types import Child, InstanceSnapshot, Signal, SignalInfo, SignalResult, Status
 from gen_durable.wait import result, wait
 
 __version__ = "0.1.0"
@@ -25,7 +26,9 @@ __all__ = [
     "Await",
     "Backoff",
     "Cancel",
+    "Child",
     "Context",
+    "Cron",
     "Done",
     "Fail",
     "InsertSpec",
@@ -37,6 +40,7 @@ __all__ = [
     "SignalInfo",
     "SignalResult",
     "Sleep",
+    "Spawn",
     "Status",
     "StepReport",
     "cancel",

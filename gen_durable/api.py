@@ -70,6 +70,8 @@ def _new_row(spec: InsertSpec, parent_id: int | None = None) -> NewInstance:
         delay=spec.delay,
         run_at=spec.run_at,
         parent_id=parent_id,
+        concurrency_key=spec.concurrency_key,
+        concurrency_limit=spec.concurrency_limit,
     )
 
 
@@ -85,6 +87,8 @@ def insert(
     delay: float | None = None,
     run_at: datetime | None = None,
     max_attempts: int | None = None,
+    concurrency_key: str | None = None,
+    concurrency_limit: int | None = None,
     on_conflict: OnConflict = "return",
     dedup_window: float | None = None,
     now: datetime | None = None,
@@ -107,6 +111,8 @@ def insert(
         delay=delay,
         run_at=run_at,
         max_attempts=max_attempts,
+        concurrency_key=concurrency_key,
+        concurrency_limit=concurrency_limit,
     )
     return insert_all(
         bind, [spec], on_conflict=on_conflict, dedup_window=dedup_window, now=now
@@ -326,24 +332,45 @@ def _live_or_started(
 def cancel(
     bind: Bind, target: int | str, reason: str = "cancelled", *, now: datetime | None = None
 ) -> bool:
-    """Cancel an unfinished instance; False if it had already finished.
+    """Cancel an unfinished instance and its unfinished descendants; False if it had
+    already finished.
 
     A running step's lease is revoked at once: its commit is fenced out and what it
-    wrote through ``ctx.session`` rolls back.
+    wrote through ``ctx.session`` rolls back. A cancelled child counts as finished for
+    its parent's join.
     """
     target = _check_target(target)
     if not isinstance(reason, str):
         raise ValidationError("reason must be a string")
     conn = _connection(bind)
-    row = store.instances.lock_target(conn, target)
+    found = (
+        target
+        if isinstance(target, int)
+        else store.instances.live_ids_by_key(conn, [target]).get(target)
+    )
+    row = store.instances.fetch(conn, found) if found is not None else None
     if row is None:
         if isinstance(target, str) and store.instances.resolve_read(conn, target) is not None:
             return False
         raise NotFound(_not_found(target, live=isinstance(target, str)))
+    if row.finished_at is not None:
+        return False
+    # Descendants first, then the instance, then its parent: children are always locked
+    # before their parents. The second sweep catches a Spawn that landed in between.
+    note = {"type": "Cancel", "message": f"ancestor {row.id} was cancelled: {reason}"}
+    gone = list(store.children.cancel_descendants(conn, [row.id], note, now))
     error = serialization.dumps({"type": "Cancel", "message": reason})
     if store.instances.cancel(conn, row.id, error, now) is None:
         return False
-    store.notify.notify_finished(conn, [row.id])
+    gone.extend(store.children.cancel_descendants(conn, [row.id], note, now))
+    if row.parent_id is not None:
+        woken, siblings = store.children.finish(conn, [(row.parent_id, row.id, False)], now)
+        store.notify.notify(conn, [w.queue for w in woken])
+        gone.extend(siblings)
+    if row.status == "running" and row.concurrency_key is not None:
+        freed = store.concurrency.release(conn, [row.concurrency_key], now)
+        store.notify.notify(conn, [f.queue for f in freed])
+    store.notify.notify_finished(conn, [row.id, *(g.id for g in gone)])
     return True
 
 
@@ -373,6 +400,7 @@ def retry(bind: Bind, target: int | str, *, now: datetime | None = None) -> int:
         raise InvalidTransition(
             f"instance {instance_id} is {status}; only failed or cancelled ones can be retried"
         )
+    store.children.reopen(conn, instance_id, now)  # a parent still joining waits for it again
     store.notify.notify(conn, [row.queue])
     return instance_id
 
@@ -421,6 +449,7 @@ def get(bind: Bind, target: int | str) -> InstanceSnapshot:
         updated_at=row.updated_at,
         finished_at=row.finished_at,
         signals=signals,
+        children=tuple(store.children.ids_of(conn, row.id)),
     )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gen_durable.clock import monotonic
-from gen_durable.types import Signal
+from gen_durable.types import Child, Signal
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -17,9 +17,11 @@ class Context:
     """The step's view of its instance.
 
     ``state`` is the typed state (mutate it in place or return a new one in the outcome);
-    ``awaited`` holds the signals that woke the instance, in arrival order; ``session`` is a
-    SQLAlchemy Session opened on first use whose writes commit in the same transaction as
-    the step's transition (exactly once), or roll back if the transition is fenced out.
+    ``awaited`` holds the signals that woke the instance, in arrival order; ``children``
+    the children of its latest ``Spawn`` in spawn order, as they were when this step was
+    claimed; ``session`` is a SQLAlchemy Session opened on first use whose writes commit in
+    the same transaction as the step's transition (exactly once), or roll back if the
+    transition is fenced out.
     """
 
     __slots__ = (
@@ -28,6 +30,7 @@ class Context:
         "_session_factory",
         "attempt",
         "awaited",
+        "children",
         "correlation_key",
         "deadline",
         "fsm",
@@ -50,6 +53,7 @@ class Context:
         max_attempts: int,
         version: int,
         awaited: tuple[Signal, ...] = (),
+        children: tuple[Child, ...] = (),
         correlation_key: str | None = None,
         parent_id: int | None = None,
         deadline: float | None = None,
@@ -64,6 +68,7 @@ class Context:
         self.max_attempts = max_attempts
         self.version = version
         self.awaited = awaited
+        self.children = children
         self.correlation_key = correlation_key
         self.parent_id = parent_id
         self.deadline = deadline

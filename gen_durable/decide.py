@@ -12,10 +12,11 @@ from typing import Literal
 import attrs
 
 from gen_durable.errors import InvalidOutcome
-from gen_durable.outcomes import KEEP, Await, Cancel, Done, Fail, Next, Outcome, Sleep
+from gen_durable.fsm import InsertSpec
+from gen_durable.outcomes import KEEP, Await, Cancel, Done, Fail, Next, Outcome, Sleep, Spawn
 from gen_durable.types import JSON
 
-Kind = Literal["next", "await", "sleep", "done", "fail", "cancel", "retry", "error"]
+Kind = Literal["next", "await", "sleep", "spawn", "done", "fail", "cancel", "retry", "error"]
 DecidedStatus = Literal["ready", "awaiting", "done", "failed", "cancelled"]
 
 
@@ -29,6 +30,8 @@ class StepSnapshot:
     steps: tuple[str, ...]
     attempt: int
     max_attempts: int
+    max_children: int | None = None
+    """The most children one Spawn may insert (None: no limit)."""
 
 
 @attrs.frozen
@@ -65,6 +68,10 @@ class Decision:
     result: JSON = None
     error: JSON = None
     reset_attempt: bool = True
+    children: tuple[InsertSpec, ...] = ()
+    """A Spawn's children, inserted with the transition (status "awaiting")."""
+    join_policy: str | None = None
+    """A Spawn's ``on_failure``: when the parked parent resumes."""
 
     @property
     def finished(self) -> bool:
@@ -145,6 +152,23 @@ def _decide_outcome(snap: StepSnapshot, outcome: Outcome, state: JSON, error: JS
             run_at=outcome.until,
             error=error,
         )
+    if isinstance(outcome, Spawn):
+        _check_step(snap, outcome.then, "Spawn then")
+        count = len(outcome.children)
+        if snap.max_children is not None and count > snap.max_children:
+            raise InvalidOutcome(
+                f"{snap.fsm}.{snap.step}: Spawn of {count} children exceeds the limit of "
+                f"{snap.max_children} (Runner(max_children=...))"
+            )
+        return Decision(
+            kind="spawn",
+            status="awaiting",
+            step=outcome.then,
+            state=state,
+            children=outcome.children,
+            join_policy=outcome.on_failure,
+            error=error,
+        )
     if isinstance(outcome, Done):
         return Decision(
             kind="done",
@@ -172,7 +196,7 @@ def _decide_outcome(snap: StepSnapshot, outcome: Outcome, state: JSON, error: JS
         )
     raise InvalidOutcome(
         f"{snap.fsm}.{snap.step} returned {outcome!r}, which is not an outcome "
-        "(Next, Await, Sleep, Done, Fail or Cancel)"
+        "(Next, Await, Sleep, Spawn, Done, Fail or Cancel)"
     )
 
 

@@ -47,6 +47,10 @@ class Definition:
     priority: ClassVar[int] = 0
     max_attempts: ClassVar[int] = 10
     backoff: ClassVar[BackoffSpec] = Backoff()
+    concurrency_key: ClassVar[Callable[[Any], str | None] | None] = None
+    """A function of the state giving the instance's concurrency key (None: no key)."""
+    concurrency_limit: ClassVar[int] = 1
+    """How many instances with one concurrency key may run at once, across all runners."""
     timeout: ClassVar[float | None] = None
     """Per-step timeout in seconds: past it the lease is no longer extended."""
     abstract: ClassVar[bool] = False
@@ -85,6 +89,8 @@ class Definition:
         delay: float | None = None,
         run_at: datetime | None = None,
         max_attempts: int | None = None,
+        concurrency_key: str | None = None,
+        concurrency_limit: int | None = None,
     ) -> InsertSpec:
         """Build an insert spec for ``insert_all`` (validated at once, nothing written)."""
         return InsertSpec.build(
@@ -97,6 +103,8 @@ class Definition:
             delay=delay,
             run_at=run_at,
             max_attempts=max_attempts,
+            concurrency_key=concurrency_key,
+            concurrency_limit=concurrency_limit,
         )
 
     def step(self, name: str, ctx: Context) -> Outcome:
@@ -224,6 +232,8 @@ class InsertSpec:
     delay: float | None
     run_at: datetime | None
     max_attempts: int
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
     @classmethod
     def build(
@@ -238,6 +248,8 @@ class InsertSpec:
         delay: float | None = None,
         run_at: datetime | None = None,
         max_attempts: int | None = None,
+        concurrency_key: str | None = None,
+        concurrency_limit: int | None = None,
     ) -> InsertSpec:
         """Validate every option and the state/args against the class's type."""
         target = resolve(definition)
@@ -275,6 +287,12 @@ class InsertSpec:
             raise ValidationError("run_at must be a timezone-aware datetime")
         attempts = target.max_attempts if max_attempts is None else max_attempts
         _check_attempts(attempts)
+        if concurrency_key is None:
+            concurrency_key = concurrency_key_of(target, data)
+        elif not isinstance(concurrency_key, str) or not concurrency_key:
+            raise ValidationError("concurrency_key must be a non-empty string")
+        limit = target.concurrency_limit if concurrency_limit is None else concurrency_limit
+        _check_limit(limit)
         return cls(
             cls=target,
             state=data,
@@ -284,7 +302,29 @@ class InsertSpec:
             delay=float(delay) if delay is not None else None,
             run_at=run_at,
             max_attempts=attempts,
+            concurrency_key=concurrency_key,
+            concurrency_limit=limit if concurrency_key is not None else None,
         )
+
+
+def concurrency_key_of(cls: type[Definition], state: JSON) -> str | None:
+    """The concurrency key the class's ``concurrency_key`` function gives for ``state``."""
+    function = cls.__dict__.get("concurrency_key") or getattr(cls, "concurrency_key", None)
+    if function is None:
+        return None
+    typed = serialization.structure(state, cls._gd_state_type)
+    try:
+        key = function(typed)
+    except Exception as exc:
+        raise ValidationError(f"{cls.name}.concurrency_key failed: {exc!r}") from exc
+    if key is not None and (not isinstance(key, str) or not key):
+        raise ValidationError(f"{cls.name}.concurrency_key must return a non-empty str or None")
+    return key
+
+
+def _check_limit(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationError(f"concurrency_limit must be an int >= 1, got {value!r}")
 
 
 def _check_priority(value: object) -> None:
@@ -301,6 +341,7 @@ def _validate_options(cls: type[Definition]) -> None:
     try:
         _check_priority(cls.priority)
         _check_attempts(cls.max_attempts)
+        _check_limit(cls.concurrency_limit)
     except ValidationError as exc:
         raise DefinitionError(f"{cls.__qualname__}: {exc}") from None
     if not isinstance(cls.queue, str) or not cls.queue:
@@ -311,6 +352,10 @@ def _validate_options(cls: type[Definition]) -> None:
         or cls.timeout <= 0
     ):
         raise DefinitionError(f"{cls.__qualname__}: timeout must be seconds > 0")
+    if cls.concurrency_key is not None and not callable(cls.concurrency_key):
+        raise DefinitionError(
+            f"{cls.__qualname__}: concurrency_key must be a function of the state"
+        )
     if not (isinstance(cls.backoff, Backoff) or callable(cls.backoff)):
         raise DefinitionError(f"{cls.__qualname__}: backoff must be a Backoff or a callable")
 

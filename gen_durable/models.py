@@ -41,7 +41,16 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-STATUSES = ("scheduled", "available", "running", "awaiting", "done", "failed", "cancelled")
+STATUSES = (
+    "scheduled",
+    "available",
+    "blocked",
+    "running",
+    "awaiting",
+    "done",
+    "failed",
+    "cancelled",
+)
 
 
 class Base(DeclarativeBase):
@@ -70,6 +79,8 @@ class Instance(Base):
     max_attempts: Mapped[int] = mapped_column(Integer)
     run_at: Mapped[datetime | None] = mapped_column(TS)
     correlation_key: Mapped[str | None] = mapped_column(Text)
+    concurrency_key: Mapped[str | None] = mapped_column(Text)
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer)
     lease_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     lease_owner: Mapped[str | None] = mapped_column(Text)
     lease_expires_at: Mapped[datetime | None] = mapped_column(TS)
@@ -81,18 +92,24 @@ class Instance(Base):
     error: Mapped[Any | None] = mapped_column(JSONB)
     parent_id: Mapped[int | None] = mapped_column(BigInteger)
     pending_children: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    join_policy: Mapped[str | None] = mapped_column(Text)
+    """While parked by a Spawn: when to resume (``on_failure``); None otherwise."""
+    children_from: Mapped[int | None] = mapped_column(BigInteger)
+    """The first child id of the latest Spawn: its children are those with an id >= it."""
     created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(TS)
 
     __table_args__ = (
         CheckConstraint(
-            "status IN ('scheduled', 'available', 'running', 'awaiting', "
+            "status IN ('scheduled', 'available', 'blocked', 'running', 'awaiting', "
             "'done', 'failed', 'cancelled')",
             name="status",
         ),
         CheckConstraint("priority BETWEEN 0 AND 9", name="priority"),
         CheckConstraint("max_attempts >= 1", name="max_attempts"),
+        CheckConstraint("concurrency_limit >= 1", name="concurrency_limit"),
+        CheckConstraint("join_policy IN ('wait', 'fail_fast', 'cancel_rest')", name="join_policy"),
         # The picker: runnable rows of a queue in priority, then FIFO order.
         Index(
             "ix_gd_instances_pick",
@@ -107,6 +124,20 @@ class Instance(Base):
             "ix_gd_instances_due",
             "run_at",
             postgresql_where=text("status IN ('scheduled', 'awaiting') AND run_at IS NOT NULL"),
+        ),
+        # Concurrency keys: how many run per key, and who waits for a free slot.
+        Index(
+            "ix_gd_instances_key_running",
+            "concurrency_key",
+            postgresql_where=text("status = 'running' AND concurrency_key IS NOT NULL"),
+        ),
+        Index(
+            "ix_gd_instances_blocked",
+            "concurrency_key",
+            "priority",
+            "run_at",
+            "id",
+            postgresql_where=text("status = 'blocked'"),
         ),
         # The reaper scans only running rows; lease_expires_at stays unindexed (HOT).
         Index("ix_gd_instances_running", "id", postgresql_where=text("status = 'running'")),
@@ -184,9 +215,32 @@ class Node(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
 
 
+class Leader(Base):
+    """A leased leadership role: its owner and a database-time expiry."""
+
+    __tablename__ = "gd_leaders"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    owner: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(TS)
+
+
+class CronTick(Base):
+    """A cron tick that fired: unique per schedule and tick time (fired once)."""
+
+    __tablename__ = "gd_cron_ticks"
+
+    schedule: Mapped[str] = mapped_column(Text, primary_key=True)
+    tick: Mapped[datetime] = mapped_column(TS, primary_key=True)
+    instance_id: Mapped[int | None] = mapped_column(BigInteger)
+    fired_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+
 instances = cast(Table, Instance.__table__)
 signals = cast(Table, SignalRow.__table__)
 nodes = cast(Table, Node.__table__)
+leaders = cast(Table, Leader.__table__)
+cron_ticks = cast(Table, CronTick.__table__)
 metadata = Base.metadata
 
 _schema = SCHEMA_TOKEN

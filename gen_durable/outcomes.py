@@ -7,11 +7,14 @@ Every outcome is a frozen attrs class. ``state=`` omitted (:data:`KEEP`) means
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 import attrs
 
+from gen_durable.errors import ValidationError
+from gen_durable.fsm import InsertSpec
 from gen_durable.types import JSON
 
 
@@ -122,6 +125,63 @@ class Sleep:
         self.__attrs_init__(seconds, until, then, state)
 
 
+OnFailure: TypeAlias = Literal["wait", "fail_fast", "cancel_rest"]
+ON_FAILURE: Final = ("wait", "fail_fast", "cancel_rest")
+
+
+@attrs.frozen(init=False)
+class Spawn:
+    """Insert child instances with this step's commit; resume at ``then`` once.
+
+    ``children`` are insert specs (``Cls.new(...)``), the same ones ``insert_all`` takes.
+    They are inserted in the transaction that commits this step, so they exist if and
+    only if that commit lands. The parent resumes at ``then`` exactly once, with the
+    children in ``ctx.children`` (in this order), when ``on_failure`` says so:
+
+    - ``"wait"`` (default): when every child has finished (done, failed or cancelled);
+    - ``"fail_fast"``: as soon as one child fails, or when all have finished;
+    - ``"cancel_rest"``: like ``fail_fast``, but the unfinished siblings (and their
+      descendants) are cancelled first, in the same transaction.
+
+    Raises :class:`~gen_durable.errors.ValidationError` (a ``ValueError``) for an empty
+    list, an item that is not an insert spec, one correlation key used twice, or an
+    unknown ``on_failure``.
+    """
+
+    children: tuple[InsertSpec, ...]
+    then: str
+    state: Any
+    on_failure: OnFailure
+
+    def __init__(
+        self,
+        children: Iterable[InsertSpec],
+        then: str,
+        *,
+        state: Any = KEEP,
+        on_failure: OnFailure = "wait",
+    ) -> None:
+        if isinstance(children, InsertSpec | str | bytes) or not isinstance(children, Iterable):
+            raise ValidationError(f"Spawn takes a list of Cls.new(...) specs, got {children!r}")
+        specs = tuple(children)
+        if not specs:
+            raise ValidationError("Spawn needs at least one child")
+        for spec in specs:
+            if not isinstance(spec, InsertSpec):
+                raise ValidationError(f"Spawn takes specs from Cls.new(...), got {spec!r}")
+        keys = [s.correlation_key for s in specs if s.correlation_key is not None]
+        if len(keys) != len(set(keys)):
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise ValidationError(f"correlation key {dup!r} appears twice in one Spawn")
+        if not isinstance(then, str) or not then:
+            raise ValidationError(f"then must name a step, got {then!r}")
+        if on_failure not in ON_FAILURE:
+            raise ValidationError(
+                f"on_failure must be one of {', '.join(ON_FAILURE)}, got {on_failure!r}"
+            )
+        self.__attrs_init__(specs, then, state, on_failure)
+
+
 @attrs.frozen
 class Done:
     """Finished; ``result`` (JSON) is stored."""
@@ -143,5 +203,5 @@ class Cancel:
     reason: str = "cancelled"
 
 
-Outcome: TypeAlias = Next | Await | Sleep | Done | Fail | Cancel
-OUTCOME_TYPES: Final = (Next, Await, Sleep, Done, Fail, Cancel)
+Outcome: TypeAlias = Next | Await | Sleep | Spawn | Done | Fail | Cancel
+OUTCOME_TYPES: Final = (Next, Await, Sleep, Spawn, Done, Fail, Cancel)

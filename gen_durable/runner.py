@@ -9,7 +9,6 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -18,22 +17,28 @@ from sqlalchemy.pool import QueuePool
 
 from gen_durable import fsm as registry
 from gen_durable import models, schema, store
+from gen_durable.cron import Cron
 from gen_durable.errors import ConfigurationError
 from gen_durable.runtime.committer import Committer
 from gen_durable.runtime.dispatcher import Dispatcher
 from gen_durable.runtime.executor import Executor, StepReport
 from gen_durable.runtime.heartbeat import Heartbeat
 from gen_durable.runtime.inflight import Inflight
+from gen_durable.runtime.leader import Leader
+from gen_durable.runtime.maintenance.cron import CronService
 from gen_durable.runtime.maintenance.gc import GarbageCollector
 from gen_durable.runtime.maintenance.reaper import Reaper
 from gen_durable.runtime.maintenance.scheduler import Scheduler
 from gen_durable.runtime.notify import Listener, Notifier
 from gen_durable.runtime.service import Service
+from gen_durable.runtime.workers import WorkerPool
 from gen_durable.store.transitions import Committed
 
 log = logging.getLogger("gen_durable.runner")
 
 FINISHED_STATUSES = frozenset({"done", "failed", "cancelled"})
+DEFAULT_MAX_CHILDREN = 10_000
+"""How many children one Spawn may insert, unless ``Runner(max_children=...)`` says."""
 SERVICE_CONNECTIONS = 6
 """Connections the runner's own threads may hold at once: committer, heartbeat,
 scheduler, reaper, GC and the notifier."""
@@ -46,6 +51,9 @@ class Runner:
     context manager, with :meth:`start`/:meth:`stop`, or block in :meth:`run_forever`
     (SIGTERM and SIGINT stop it gracefully: no new claims, in-flight steps get ``grace``
     seconds to finish, the rest are released for another runner).
+
+    ``max_children`` caps how many children one ``Spawn`` may insert (they are written in
+    one transaction); a step that spawns more fails its attempt with ``InvalidOutcome``.
     """
 
     def __init__(
@@ -65,8 +73,13 @@ class Runner:
         check_schema: bool = True,
         node_id: str | None = None,
         observer: Callable[[StepReport], None] | None = None,
+        max_children: int = DEFAULT_MAX_CHILDREN,
+        cron: Iterable[Cron] = (),
+        leader_ttl: float = 15.0,
     ) -> None:
         self.queues = _validate_queues(queues if queues is not None else {"default": 10})
+        if isinstance(max_children, bool) or not isinstance(max_children, int) or max_children < 1:
+            raise ConfigurationError(f"max_children must be an int >= 1, got {max_children!r}")
         _positive(lease=lease, poll_interval=poll_interval, gc_interval=gc_interval)
         _non_negative(grace=grace, gc_retention=gc_retention)
         heartbeat = lease / 3 if heartbeat is None else heartbeat
@@ -92,9 +105,10 @@ class Runner:
             self.inflight,
             on_committed=self._on_committed,
             observer=observer,
+            max_children=max_children,
         )
         total = sum(self.queues.values())
-        self._pool = ThreadPoolExecutor(max_workers=total, thread_name_prefix="gd-worker")
+        self._pool = WorkerPool(total)
         self.dispatchers = {
             name: Dispatcher(
                 engine,
@@ -125,6 +139,24 @@ class Runner:
             else None
         )
         self._services: list[Service] = [self.heartbeat, self.scheduler, self.reaper, self.gc]
+        schedules = list(cron)
+        for schedule in schedules:
+            if not isinstance(schedule, Cron):
+                raise ConfigurationError(f"cron takes Cron(...) schedules, got {schedule!r}")
+        _positive(leader_ttl=leader_ttl)
+        self.leader = Leader(engine, self.node_id, ttl=leader_ttl) if schedules else None
+        self.cron = None
+        if self.leader is not None:
+            try:
+                self.cron = CronService(
+                    engine,
+                    schedules,
+                    lambda: self.leader is not None and self.leader.is_leader,
+                    poll_interval,
+                )
+            except ValueError as exc:
+                raise ConfigurationError(str(exc)) from exc
+            self._services += [self.leader, self.cron]
 
     # -- configuration ---------------------------------------------------------------
 
@@ -170,6 +202,7 @@ class Runner:
                 self.known_fsms(),
                 None,
             )
+        self._pool.start()
         self.committer.start()
         self.notifier.start()
         for service in self._services:
@@ -213,7 +246,7 @@ class Runner:
                 store.maintenance.delete_node(conn, self.node_id)
         except Exception as exc:
             log.warning("could not remove node row: %s", exc)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         log.info("runner %s stopped", self.node_id)
 
     def _release(self, leftovers: list[Any]) -> None:

@@ -18,6 +18,8 @@ class Status(enum.StrEnum):
     """Runnable once ``run_at`` has passed (a delay, a backoff, a Sleep)."""
     AVAILABLE = "available"
     """Runnable now; the next free runner claims it."""
+    BLOCKED = "blocked"
+    """Runnable, but its concurrency key is at its limit: it waits for a free slot."""
     RUNNING = "running"
     """Claimed under a lease by a runner."""
     AWAITING = "awaiting"
@@ -68,6 +70,23 @@ class SignalResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Child:
+    """A child instance as its parent's step sees it in ``ctx.children``."""
+
+    id: int
+    fsm: str
+    """The child's class (registry name)."""
+    status: Status
+    result: JSON
+    error: JSON
+
+    @property
+    def finished(self) -> bool:
+        """True once the child is done, failed or cancelled."""
+        return self.status.finished
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceSnapshot:
     """A read-only view of an instance, as :func:`gen_durable.get` returns it."""
 
@@ -91,6 +110,8 @@ class InstanceSnapshot:
     updated_at: datetime
     finished_at: datetime | None
     signals: tuple[SignalInfo, ...] = ()
+    children: tuple[int, ...] = ()
+    """Ids of the instances this one spawned, oldest first."""
 
     @property
     def finished(self) -> bool:

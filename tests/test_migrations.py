@@ -34,7 +34,7 @@ from gen_durable.errors import ConfigurationError
 from gen_durable.migrations import VERSION_TABLE
 
 DEFAULT = models.SCHEMA_TOKEN
-TABLES = {"gd_instances", "gd_signals", "gd_nodes"}
+TABLES = {table.name for table in models.metadata.sorted_tables}
 
 # --- helpers -----------------------------------------------------------------------------
 

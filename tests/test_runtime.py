@@ -514,3 +514,48 @@ def test_ctx_cancelled_turns_true_once_a_step_is_past_its_timeout(engine: Engine
         wait_until(lambda: Patient.flipped, timeout=10)
         wait_status(engine, iid, "done", "available", "running", "scheduled")
     assert Patient.flipped[0] is True
+
+
+class Thinker(FSM):
+    name = "test.Thinker"
+    steps = ("think",)
+    thinking = threading.Event()
+    proceed = threading.Event()
+
+    def think(self, ctx: durable.Context) -> Done:
+        type(self).thinking.set()
+        type(self).proceed.wait(10)
+        return Done()
+
+
+def test_no_transaction_is_open_while_a_step_without_ctx_session_runs(engine: Engine) -> None:
+    Thinker.thinking.clear()
+    Thinker.proceed.clear()
+    iids = [insert(engine, Thinker) for _ in range(3)]
+    with Runner(engine, **FAST):
+        assert Thinker.thinking.wait(10)
+        wait_until(
+            lambda: (
+                scalar(
+                    engine,
+                    "SELECT count(*) FROM gen_durable.gd_instances WHERE status = 'running'",
+                )
+                == 3
+            )
+        )
+        idle_in_tx = [
+            scalar(
+                engine,
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state LIKE 'idle in transaction%' "
+                # service transactions are idle for a moment between their statements;
+                # one held while step code runs would stay open and grow old
+                "AND clock_timestamp() - xact_start > interval '300 milliseconds'",
+            )
+            for _ in range(20)
+            if time.sleep(0.05) is None
+        ]
+        Thinker.proceed.set()
+        for iid in iids:
+            wait_status(engine, iid, "done")
+    assert idle_in_tx == [0] * 20

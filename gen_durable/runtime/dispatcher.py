@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor as ThreadPool
 from concurrent.futures import Future
 
 from sqlalchemy import Engine
 
 from gen_durable import store
 from gen_durable.runtime.executor import Claimed, Executor, StepReport
-from gen_durable.types import Signal
+from gen_durable.runtime.workers import WorkerPool
+from gen_durable.types import Child, Signal, Status
 
 log = logging.getLogger("gen_durable.runtime")
 
@@ -30,7 +30,7 @@ class Dispatcher:
         queue: str,
         concurrency: int,
         executor: Executor,
-        pool: ThreadPool,
+        pool: WorkerPool,
         *,
         node_id: str,
         fsms: Callable[[], Sequence[str]],
@@ -129,6 +129,13 @@ class Dispatcher:
             )
             waking = [r.id for r in rows if r.await_names]
             pending = store.signals.pending_for(conn, waking) if waking else []
+            parents = [r.id for r in rows if r.children_from is not None]
+            kids = store.children.latest_of(conn, parents)
+        children: dict[int, list[Child]] = {}
+        for k in kids:
+            children.setdefault(k.parent_id, []).append(
+                Child(id=k.id, fsm=k.fsm, status=Status(k.status), result=k.result, error=k.error)
+            )
         by_instance: dict[int, list[Signal]] = {}
         for s in pending:
             by_instance.setdefault(s.instance_id, []).append(
@@ -155,6 +162,7 @@ class Dispatcher:
                     correlation_key=r.correlation_key,
                     parent_id=r.parent_id,
                     awaited=pack,
+                    children=tuple(children.get(r.id, ())),
                 )
             )
         self.claimed_total += len(claimed)

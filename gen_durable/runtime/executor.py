@@ -28,7 +28,7 @@ from gen_durable.retry import backoff_delay
 from gen_durable.runtime.committer import Committer
 from gen_durable.runtime.inflight import Inflight, Lease
 from gen_durable.store.transitions import Committed, Transition
-from gen_durable.types import JSON, Signal
+from gen_durable.types import JSON, Child, Signal
 
 log = logging.getLogger("gen_durable.runtime")
 
@@ -49,6 +49,7 @@ class Claimed:
     correlation_key: str | None
     parent_id: int | None
     awaited: tuple[Signal, ...] = ()
+    children: tuple[Child, ...] = ()
 
 
 @attrs.frozen
@@ -78,8 +79,10 @@ class Executor:
         *,
         on_committed: Callable[[list[Committed]], None],
         observer: Observer | None = None,
+        max_children: int | None = None,
     ) -> None:
         self._engine = engine
+        self._max_children = max_children
         self._committer = committer
         self._inflight = inflight
         self._on_committed = on_committed
@@ -113,6 +116,7 @@ class Executor:
             steps=cls._gd_steps,
             attempt=claimed.attempt,
             max_attempts=claimed.max_attempts,
+            max_children=self._max_children,
         )
         ctx = Context(
             instance_id=claimed.id,
@@ -123,6 +127,7 @@ class Executor:
             max_attempts=claimed.max_attempts,
             version=claimed.version,
             awaited=claimed.awaited,
+            children=claimed.children,
             correlation_key=claimed.correlation_key,
             parent_id=claimed.parent_id,
             deadline=lease.deadline,
@@ -239,7 +244,8 @@ def _as_outcome(cls: type[registry.Definition], value: Any) -> Outcome:
     if cls._gd_kind == "job":
         return Done(serialization.unstructure(value, "result"))
     raise InvalidOutcome(
-        f"{cls.name} returned {value!r}; a step returns Next, Await, Sleep, Done, Fail or Cancel"
+        f"{cls.name} returned {value!r}; a step returns Next, Await, Sleep, Spawn, Done, Fail or "
+        "Cancel"
     )
 
 

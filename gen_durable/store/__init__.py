@@ -7,6 +7,28 @@ the schema comes from ``schema_translate_map``.
 
 from __future__ import annotations
 
-from gen_durable.store import instances, leases, maintenance, notify, signals, transitions
+from gen_durable.store import (
+    children,
+    concurrency,
+    cron,
+    instances,
+    leases,
+    maintenance,
+    notify,
+    queries,
+    signals,
+    transitions,
+)
 
-__all__ = ["instances", "leases", "maintenance", "notify", "signals", "transitions"]
+__all__ = [
+    "children",
+    "concurrency",
+    "cron",
+    "instances",
+    "leases",
+    "maintenance",
+    "notify",
+    "queries",
+    "signals",
+    "transitions",
+]

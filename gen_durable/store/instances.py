@@ -39,6 +39,8 @@ class NewInstance:
     delay: float | None = None
     run_at: datetime | None = None
     parent_id: int | None = None
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
 
 
 def _live_key_conflict() -> dict[str, Any]:
@@ -62,6 +64,8 @@ def insert_one(conn: Connection, row: NewInstance, now: datetime | None) -> int 
             max_attempts=row.max_attempts,
             correlation_key=row.correlation_key,
             parent_id=row.parent_id,
+            concurrency_key=row.concurrency_key,
+            concurrency_limit=row.concurrency_limit,
             run_at=due,
             status=case((due > t_now, "scheduled"), else_="available"),
             created_at=t_now,
@@ -97,6 +101,8 @@ def insert_many(
         max_attempts=([r.max_attempts for r in rows], "int"),
         correlation_key=([r.correlation_key for r in rows], "text"),
         parent_id=([r.parent_id for r in rows], "bigint"),
+        concurrency_key=([r.concurrency_key for r in rows], "text"),
+        concurrency_limit=([r.concurrency_limit for r in rows], "int"),
         run_at=([r.run_at for r in rows], "tsz"),
         delay=([None if r.delay is None else timedelta(seconds=r.delay) for r in rows], "interval"),
     )
@@ -112,6 +118,8 @@ def insert_many(
         t.c.max_attempts,
         t.c.correlation_key,
         t.c.parent_id,
+        t.c.concurrency_key,
+        t.c.concurrency_limit,
         due,
         case((due > t_now, "scheduled"), else_="available"),
         t_now,
@@ -130,6 +138,8 @@ def insert_many(
                 "max_attempts",
                 "correlation_key",
                 "parent_id",
+                "concurrency_key",
+                "concurrency_limit",
                 "run_at",
                 "status",
                 "created_at",
@@ -192,9 +202,7 @@ def resolve_read(conn: Connection, target: int | str) -> int | None:
             conn,
             select(I.c.id)
             .where(I.c.correlation_key == target)
-            .order_by(
-                I.c.finished_at.is_(None).desc(), I.c.finished_at.desc(), I.c.id.desc()
-            )
+            .order_by(I.c.finished_at.is_(None).desc(), I.c.finished_at.desc(), I.c.id.desc())
             .limit(1),
         ).scalar_one_or_none()
     return found

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, select, update
 
+from gen_durable.store import concurrency
 from gen_durable.store._common import NOW, I, param, run, unnest_params
 
 CLAIM_COLUMNS = (
@@ -31,10 +32,12 @@ CLAIM_COLUMNS = (
     I.c.await_all,
     I.c.await_limit,
     I.c.run_at,
+    I.c.children_from,
+    I.c.concurrency_key,
 )
 
-_PICK = (
-    select(I.c.id)
+_CANDIDATES = (
+    select(I.c.id, I.c.concurrency_key, I.c.concurrency_limit)
     .where(
         I.c.queue == param("queue", "text"),
         I.c.status == "available",
@@ -43,11 +46,10 @@ _PICK = (
     .order_by(I.c.priority, I.c.run_at, I.c.id)
     .limit(param("limit", "int"))
     .with_for_update(skip_locked=True)
-    .scalar_subquery()
 )
-_CLAIM = (
+_TAKE = (
     update(I)
-    .where(I.c.id.in_(_PICK))
+    .where(I.c.id == func.any(param("ids", "bigint", is_array=True)), I.c.status == "available")
     .values(
         status="running",
         lease_token=func.gen_random_uuid(),
@@ -72,31 +74,32 @@ def claim(
     lease_seconds: float,
     now: datetime | None,
 ) -> list[Row[Any]]:
-    """Claim up to ``limit`` runnable instances of known classes in one statement.
+    """Claim up to ``limit`` runnable instances of known classes.
 
-    ``FOR UPDATE SKIP LOCKED`` lets runners claim side by side; the attempt is counted
-    here so that a step that kills its worker cannot loop forever. Rows come back in
-    priority, then FIFO order.
+    Candidates are locked with ``FOR UPDATE SKIP LOCKED`` (runners claim side by side),
+    keyed ones are admitted or blocked by their concurrency key, and the admitted rows
+    are leased in one statement. The attempt is counted here, so that a step that kills
+    its worker cannot loop forever. Rows come back in priority, then FIFO order.
 
     The claim's transaction commits without waiting for its WAL flush: if the database
     crashes before the flush, the claim is lost and the row is runnable as before, and
     the step that ran meanwhile is fenced out at its commit — at-least-once either way.
     """
     run(conn, _ASYNC_COMMIT)
-    rows = list(
-        run(
-            conn,
-            _CLAIM,
-            {
-                "queue": queue,
-                "fsms": list(fsms),
-                "limit": limit,
-                "owner": owner,
-                "lease": timedelta(seconds=lease_seconds),
-                "now": now,
-            },
-        ).all()
-    )
+    params = {"queue": queue, "fsms": list(fsms), "limit": limit, "now": now}
+    candidates = run(conn, _CANDIDATES, params).all()
+    if not candidates:
+        return []
+    ids = concurrency.admit(conn, candidates, now)
+    if not ids:
+        return []
+    take = {
+        "ids": ids,
+        "owner": owner,
+        "lease": timedelta(seconds=lease_seconds),
+        "now": now,
+    }
+    rows = list(run(conn, _TAKE, take).all())
     rows.sort(key=lambda r: (r.priority, r.run_at, r.id))
     return rows
 
@@ -167,7 +170,7 @@ _RELEASE = (
         lease_owner=None,
         lease_expires_at=None,
     )
-    .returning(I.c.id)
+    .returning(I.c.id, I.c.concurrency_key)
 )
 
 
@@ -178,4 +181,6 @@ def release(
     if not leases:
         return []
     params = {"id": [x[0] for x in leases], "token": [x[1] for x in leases], "now": now}
-    return list(run(conn, _RELEASE, params).scalars())
+    rows = run(conn, _RELEASE, params).all()
+    concurrency.release(conn, [r.concurrency_key for r in rows], now)
+    return [r.id for r in rows]

@@ -52,7 +52,9 @@ def stage_due(conn: Connection, limit: int, now: datetime | None) -> list[str]:
 def reap(conn: Connection, limit: int, now: datetime | None) -> Sequence[Row[Any]]:
     """Return expired leases: runnable again, or failed when attempts are used up.
 
-    Returns (id, status, queue) of each reaped row.
+    Returns (id, status, queue, parent_id) of each reaped row. The caller counts the
+    children failed here against their parents in the same transaction
+    (:func:`gen_durable.store.children.finish`).
     """
     t_now = db_now(now)
     expired = (
@@ -94,7 +96,7 @@ def reap(conn: Connection, limit: int, now: datetime | None) -> Sequence[Row[Any
             lease_owner=None,
             lease_expires_at=None,
         )
-        .returning(I.c.id, I.c.status, I.c.queue)
+        .returning(I.c.id, I.c.status, I.c.queue, I.c.parent_id, I.c.concurrency_key)
     )
     return run(conn, stmt).all()
 

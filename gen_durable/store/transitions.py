@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from gen_durable import serialization
 from gen_durable.decide import Decision
 from gen_durable.store import children as child_sql
+from gen_durable.store import concurrency
 from gen_durable.store import signals as signal_sql
 from gen_durable.store._common import FINISHED, NOW, SEP, ZERO, I, param, run, unnest_params
 
@@ -119,7 +120,7 @@ _COMMIT = (
         lease_owner=None,
         lease_expires_at=None,
     )
-    .returning(I.c.id, I.c.status, I.c.queue, I.c.parent_id)
+    .returning(I.c.id, I.c.status, I.c.queue, I.c.parent_id, I.c.concurrency_key)
 )
 
 
@@ -132,7 +133,8 @@ def commit(
     step wrote through. Statements: the fenced UPDATE, then signal consumption, then —
     for rows that just parked — a check for signals that are already pending, then the
     children of landed Spawns and the join of parents whose children just finished
-    (:mod:`gen_durable.store.children`); parents made runnable are returned too.
+    (:mod:`gen_durable.store.children`); the children inserted and the instances the join
+    made runnable or cancelled are returned too.
     """
     if not items:
         return {}
@@ -156,7 +158,9 @@ def commit(
         "reset": [d.reset_attempt for d in ds],
         "join_policy": [d.join_policy for d in ds],
         "children": [len(d.children) if d.kind == "spawn" else None for d in ds],
-        "children_from": [child_ids[x.instance_id][0] if x.decision.kind == "spawn" else None for x in items],
+        "children_from": [
+            child_ids[x.instance_id][0] if x.instance_id in child_ids else None for x in items
+        ],
         "now": now,
     }
     rows = run(conn, _COMMIT, params).all()
@@ -169,6 +173,9 @@ def commit(
         for row in signal_sql.wake_satisfied(conn, parked, now):
             landed[row.id] = Committed(row.id, "available", row.queue)
     _join(conn, items, rows, landed, child_ids, now)
+    # Last: it may wait for a claimer deciding on the same key (see store.concurrency).
+    for row in concurrency.release(conn, [r.concurrency_key for r in rows], now):
+        landed[row.id] = Committed(row.id, "available", row.queue)
     return landed
 
 
@@ -193,9 +200,9 @@ def _join(
 ) -> None:
     """Insert the children of landed Spawns; count finished children against their parents.
 
-    Adds to ``landed`` the parents this made runnable and the instances a
-    ``cancel_rest`` join cancelled (a transition of the group that did not land is
-    never marked as committed).
+    Adds to ``landed`` the children inserted, the parents this made runnable and the
+    instances a ``cancel_rest`` join cancelled (so that the caller wakes their queues; a
+    transition of the group that did not land is never marked as committed).
     """
     spawned = [
         (x.instance_id, x.decision.children, child_ids[x.instance_id])
@@ -207,8 +214,12 @@ def _join(
         for row in rows
         if row.parent_id is not None and row.status in FINISHED
     ]
-    born_failed = child_sql.insert(conn, spawned, now)
-    finished.extend((parent, child, True) for parent, child in born_failed)
+    made, born_failed = child_sql.insert(conn, spawned, now)
+    for row in made:
+        landed[row.id] = Committed(row.id, row.status, row.queue)
+    for parent, child, queue in born_failed:
+        landed[child] = Committed(child, "failed", queue)
+        finished.append((parent, child, True))
     woken, cancelled = child_sql.finish(conn, finished, now)
     group = {x.instance_id for x in items}
     for row in woken:

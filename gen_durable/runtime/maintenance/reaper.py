@@ -39,12 +39,26 @@ class Reaper(Service):
         """Reap one batch; True when it was full."""
         with self._engine.begin() as conn:
             rows = store.maintenance.reap(conn, self._batch, None)
+            # A child failed here is counted against its parent in the same transaction.
+            failed_children = [
+                (r.parent_id, r.id, True)
+                for r in rows
+                if r.status == "failed" and r.parent_id is not None
+            ]
+            woken, cancelled = store.children.finish(conn, failed_children, None)
             store.maintenance.prune_nodes(conn, self._node_ttl, None)
+            # Last in the transaction (it may wait for a claimer deciding on the key).
+            freed = list(store.concurrency.release(conn, [r.concurrency_key for r in rows], None))
+            freed += store.concurrency.unstrand(conn, 100, None)
+        if freed:
+            self._wake([r.queue for r in freed])
         if rows:
             self.reaped_total += len(rows)
             log.info("reaped %d expired lease(s)", len(rows))
             self._wake([r.queue for r in rows if r.status == "available"])
-            failed = [r.id for r in rows if r.status == "failed"]
+            if woken:
+                self._wake([r.queue for r in woken])
+            failed = [r.id for r in rows if r.status == "failed"] + [r.id for r in cancelled]
             if failed and self._on_failed is not None:
                 self._on_failed(failed)
         return len(rows) >= self._batch

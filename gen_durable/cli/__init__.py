@@ -46,8 +46,10 @@ def sqlalchemy_url(dsn: str) -> URL:
 
 
 @contextlib.contextmanager
-def _engine(dsn: str) -> Iterator[Engine]:
+def open_engine(dsn: str | None) -> Iterator[Engine]:
     """An engine for ``dsn`` whose connectivity has been checked (else exit code 3)."""
+    if not dsn:
+        raise click.UsageError("no database: pass --dsn or set GEN_DURABLE_DSN")
     url = sqlalchemy_url(dsn)
     connect_args = {} if "connect_timeout" in url.query else {"connect_timeout": 10}
     engine = create_engine(url, poolclass=pool.NullPool, connect_args=connect_args)
@@ -125,7 +127,7 @@ def migrate(
             return
         if not dsn:
             raise click.UsageError("no database: pass --dsn or set GEN_DURABLE_DSN")
-        with _engine(dsn) as engine:
+        with open_engine(dsn) as engine:
             before = migration.current(engine, schema)
             if downgrade_to is not None:
                 migration.downgrade_bind(engine, downgrade_to, schema)
@@ -149,3 +151,9 @@ def _print_sql(schema: str, revision: str, downgrade_to: str | None) -> None:
         command.downgrade(cfg, downgrade_to, sql=True)
     else:
         command.upgrade(cfg, revision, sql=True)
+
+
+# The other commands register themselves on ``main`` when imported.
+from gen_durable.cli import instances, worker  # noqa: E402
+
+__all__ = ["instances", "main", "worker"]

@@ -1,0 +1,229 @@
+"""Operator commands on instances: ls, show, signal, cancel, retry, prune, stats."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from sqlalchemy.orm import Session
+
+from gen_durable import api, models, store
+from gen_durable.cli import dsn_option, main, open_engine
+from gen_durable.errors import DurableError
+from gen_durable.types import InstanceSnapshot
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _target(value: str) -> int | str:
+    """An instance id when the argument is all digits, else a correlation key."""
+    return int(value) if value.isdigit() else value
+
+
+def _fail(exc: DurableError) -> click.ClickException:
+    return click.ClickException(f"{type(exc).__name__}: {exc}")
+
+
+def _emit(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str, sort_keys=True))
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [[("" if r[c] is None else str(r[c])) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+@main.command(name="ls")
+@dsn_option
+@click.option("--class", "fsm", help="Registry name of the FSM or Job class.")
+@click.option("--status", type=click.Choice(models.STATUSES))
+@click.option("--queue")
+@click.option("--step")
+@click.option("--key", "correlation_key", help="Correlation key.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--before", "before_id", type=int, help="Page: ids below this one.")
+@json_option
+def list_command(dsn: str | None, as_json: bool, **filters: Any) -> None:
+    """List instances, newest first (paginate with --before LAST_ID)."""
+    with open_engine(dsn) as engine, engine.connect() as conn:
+        rows = [dict(r._mapping) for r in store.queries.list_instances(conn, **filters)]
+    if as_json:
+        _emit(rows)
+        return
+    _table(rows, ["id", "fsm", "status", "step", "queue", "attempt", "correlation_key", "run_at"])
+    if len(rows) == filters["limit"]:
+        click.echo(f"more: --before {rows[-1]['id']}")
+
+
+def _snapshot_json(snap: InstanceSnapshot) -> dict[str, Any]:
+    data = {
+        field: getattr(snap, field)
+        for field in (
+            "id",
+            "fsm",
+            "status",
+            "step",
+            "state",
+            "queue",
+            "priority",
+            "attempt",
+            "max_attempts",
+            "version",
+            "correlation_key",
+            "run_at",
+            "awaiting",
+            "result",
+            "error",
+            "parent_id",
+            "created_at",
+            "updated_at",
+            "finished_at",
+        )
+    }
+    data["signals"] = [
+        {
+            "id": s.id,
+            "name": s.name,
+            "payload": s.payload,
+            "created_at": s.created_at,
+            "consumed_at": s.consumed_at,
+            "idempotency_key": s.idempotency_key,
+        }
+        for s in snap.signals
+    ]
+    return data
+
+
+@main.command()
+@dsn_option
+@click.argument("target")
+@json_option
+def show(dsn: str | None, target: str, as_json: bool) -> None:
+    """Show one instance (by ID or correlation KEY): state, step, errors, signals."""
+    with open_engine(dsn) as engine, engine.connect() as conn:
+        try:
+            data = _snapshot_json(api.get(conn, _target(target)))
+        except DurableError as exc:
+            raise _fail(exc) from exc
+    if as_json:
+        _emit(data)
+        return
+    error = data.pop("error")
+    signals = data.pop("signals")
+    for key, value in data.items():
+        shown = json.dumps(value, default=str) if isinstance(value, dict | list) else value
+        click.echo(f"{key:>16}: {'' if shown is None else shown}")
+    if error:
+        click.echo(f"{'error':>16}: {error.get('type')}: {error.get('message')}")
+        if error.get("traceback"):
+            click.echo(error["traceback"].rstrip())
+    click.echo(f"{'signals':>16}: {len(signals)}")
+    for s in signals:
+        state = "consumed" if s["consumed_at"] else "pending"
+        click.echo(f"{'':>18}#{s['id']} {s['name']} ({state}) {json.dumps(s['payload'])}")
+
+
+@main.command(name="signal")
+@dsn_option
+@click.argument("target")
+@click.argument("name")
+@click.argument("payload", required=False, default="null")
+@click.option("--idempotency-key", default=None)
+@json_option
+def signal_command(
+    dsn: str | None,
+    target: str,
+    name: str,
+    payload: str,
+    idempotency_key: str | None,
+    as_json: bool,
+) -> None:
+    """Send signal NAME with a JSON PAYLOAD to an instance (ID or correlation KEY)."""
+    try:
+        body = json.loads(payload)
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="PAYLOAD") from exc
+    with open_engine(dsn) as engine, Session(engine) as s, s.begin():
+        try:
+            sent = api.signal(s, _target(target), name, body, idempotency_key=idempotency_key)
+        except DurableError as exc:
+            raise _fail(exc) from exc
+    result = {
+        "signal_id": sent.signal_id,
+        "instance_id": sent.instance_id,
+        "duplicate": sent.duplicate,
+    }
+    if as_json:
+        _emit(result)
+    else:
+        dup = " (duplicate)" if sent.duplicate else ""
+        click.echo(f"signal {sent.signal_id} -> instance {sent.instance_id}{dup}")
+
+
+@main.command()
+@dsn_option
+@click.argument("target")
+@click.option("--reason", default="cancelled by operator", show_default=True)
+def cancel(dsn: str | None, target: str, reason: str) -> None:
+    """Cancel an unfinished instance (a running step's commit is fenced out)."""
+    with open_engine(dsn) as engine, Session(engine) as s, s.begin():
+        try:
+            done = api.cancel(s, _target(target), reason)
+        except DurableError as exc:
+            raise _fail(exc) from exc
+    click.echo("cancelled" if done else "already finished: nothing to cancel")
+
+
+@main.command()
+@dsn_option
+@click.argument("target")
+def retry(dsn: str | None, target: str) -> None:
+    """Run a failed or cancelled instance again from the step it ended at."""
+    with open_engine(dsn) as engine, Session(engine) as s, s.begin():
+        try:
+            instance_id = api.retry(s, _target(target))
+        except DurableError as exc:
+            raise _fail(exc) from exc
+    click.echo(f"instance {instance_id} is runnable again")
+
+
+@main.command()
+@dsn_option
+@click.option(
+    "--older-than",
+    type=float,
+    default=7 * 86400,
+    show_default=True,
+    help="Seconds since an instance finished.",
+)
+def prune(dsn: str | None, older_than: float) -> None:
+    """Delete finished instances (and their signals) that finished long enough ago."""
+    total = 0
+    with open_engine(dsn) as engine:
+        while True:
+            with engine.begin() as conn:
+                deleted = store.maintenance.collect_garbage(conn, older_than, 1000, None)
+            total += deleted
+            if deleted < 1000:
+                break
+    click.echo(f"pruned {total} finished instance(s)")
+
+
+@main.command()
+@dsn_option
+@json_option
+def stats(dsn: str | None, as_json: bool) -> None:
+    """Instances per queue and status."""
+    with open_engine(dsn) as engine, engine.connect() as conn:
+        rows = [dict(r._mapping) for r in store.queries.counts(conn)]
+    if as_json:
+        _emit(rows)
+    else:
+        _table(rows, ["queue", "status", "n"])

@@ -1,0 +1,105 @@
+"""Recurring work: cron schedules, parsed and evaluated by the maintained ``cronsim``.
+
+Time zones come from the standard ``zoneinfo`` database. Across daylight-saving changes a
+local time that does not exist fires at the next valid moment, and a fixed local time in
+a repeated hour fires once (``cronsim`` follows cron's own rules).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import attrs
+from cronsim import CronSim, CronSimError
+
+from gen_durable.errors import ValidationError
+from gen_durable.fsm import Definition, InsertSpec, resolve
+
+CatchUp = Literal["skip", "last"]
+
+
+@attrs.frozen(init=False)
+class Cron:
+    """Insert an instance of ``cls`` at every tick of ``expression`` (5-field cron).
+
+    Exactly one instance per tick across all runners: only the leader fires, and each
+    tick is recorded under a unique key, so a stale leader's attempt does nothing.
+    Ticks missed by less than ``grace`` seconds (a leadership hand-over, a restart) still
+    fire, each once. Older ticks — a long time with no runner at all — follow
+    ``catch_up``: ``"skip"`` drops them, ``"last"`` runs the newest of them once.
+    """
+
+    expression: str
+    cls: type[Definition]
+    spec: InsertSpec
+    timezone: str
+    name: str
+    catch_up: CatchUp
+    grace: float
+
+    def __init__(
+        self,
+        expression: str,
+        cls: type[Definition] | str,
+        *,
+        state: Any = None,
+        args: Any = None,
+        timezone: str = "UTC",
+        name: str | None = None,
+        catch_up: CatchUp = "skip",
+        grace: float = 300.0,
+        queue: str | None = None,
+        priority: int | None = None,
+    ) -> None:
+        if not isinstance(expression, str) or not expression.strip():
+            raise ValidationError("a cron expression is a non-empty string")
+        try:
+            zone = ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
+            raise ValidationError(f"unknown time zone {timezone!r}") from exc
+        try:
+            CronSim(expression, datetime.now(zone))
+        except CronSimError as exc:
+            raise ValidationError(f"malformed cron expression {expression!r}: {exc}") from exc
+        if catch_up not in ("skip", "last"):
+            raise ValidationError(f"catch_up must be 'skip' or 'last', got {catch_up!r}")
+        if (
+            isinstance(grace, bool)
+            or not isinstance(grace, int | float)
+            or not (math.isfinite(grace) and grace >= 0)
+        ):
+            raise ValidationError(f"grace must be seconds >= 0, got {grace!r}")
+        target = resolve(cls)
+        spec = InsertSpec.build(target, state=state, args=args, queue=queue, priority=priority)
+        label = name or f"{target.name}@{expression}@{timezone}"
+        self.__attrs_init__(expression, target, spec, timezone, label, catch_up, float(grace))
+
+    def ticks(self, after: datetime, until: datetime) -> Iterator[datetime]:
+        """Tick times in ``(after, until]``, as timezone-aware UTC datetimes."""
+        zone = ZoneInfo(self.timezone)
+        for tick in CronSim(self.expression, after.astimezone(zone)):
+            if tick > until:
+                return
+            if tick > after:
+                yield tick.astimezone(UTC)
+
+    def due(self, last: datetime | None, now: datetime) -> list[datetime]:
+        """The ticks to fire now, given the last recorded tick (None: never fired).
+
+        Ticks within ``grace`` of ``now`` all fire; older ones follow ``catch_up``. A
+        schedule that never fired starts with its latest tick within ``grace``, if any.
+        """
+        horizon = now.timestamp() - self.grace
+        if last is None:  # a new schedule fires its latest tick within grace, if any
+            latest = list(self.ticks(datetime.fromtimestamp(horizon, UTC), now))[-1:]
+            return latest
+        missed = list(self.ticks(last, now))
+        recent = [t for t in missed if t.timestamp() >= horizon]
+        old = [t for t in missed if t.timestamp() < horizon]
+        if old and self.catch_up == "last":
+            return [old[-1], *recent]
+        return recent
