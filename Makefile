@@ -16,7 +16,7 @@ MKDOCS ?= $(VENV)/bin/mkdocs
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint typecheck pytest demo docs contract clean distclean
+.PHONY: venv test lint typecheck pytest demo docs contract chaos clean distclean
 
 venv: $(STAMP)
 
@@ -43,6 +43,15 @@ test: lint typecheck pytest
 contract: venv
 	$(PYTEST) -q -m contract $(PYTEST_ARGS)
 
+# The chaos suite's long tier (its fast tier is part of `make test`); rewrites the figures
+# in docs/reliability.md from this run.
+CHAOS_FIGURES ?= build/chaos-figures.json
+
+chaos: venv
+	rm -f $(CHAOS_FIGURES)
+	GD_CHAOS=full GD_CHAOS_FIGURES=$(CHAOS_FIGURES) $(PYTEST) -q --timeout 3600 tests/chaos $(PYTEST_ARGS)
+	PYTHONPATH=tests $(PY) -m chaos.report $(CHAOS_FIGURES) docs/reliability.md
+
 demo: venv
 	$(PY) -m examples.checkout_demo
 
@@ -56,3 +65,16 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# Benchmarks (benchmarks/, docs/performance.md): JSON lines and a table on stdout. They
+# start a private embedded PostgreSQL unless told otherwise, e.g.
+# BENCH_ARGS="--dsn postgresql://user@host/db --workload W1,W3".
+BENCH_ARGS ?=
+
+.PHONY: bench bench-quick
+
+bench: venv
+	$(PY) -m benchmarks run $(BENCH_ARGS)
+
+bench-quick: venv
+	$(PY) -m benchmarks run --quick $(BENCH_ARGS)

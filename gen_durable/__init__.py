@@ -6,12 +6,23 @@ The public API lives here; the modules behind it are private unless documented.
 from __future__ import annotations
 
 from gen_durable import errors
-from gen_durable.api import cancel, get, insert, insert_all, retry, signal
+from gen_durable.api import (
+    cancel,
+    get,
+    insert,
+    insert_all,
+    pause_queue,
+    resume_queue,
+    retry,
+    signal,
+)
 from gen_durable.context import Context
 from gen_durable.cron import Cron
+from gen_durable.explanation import Explanation, explain
 from gen_durable.fsm import FSM, InsertSpec, Job, step
 from gen_durable.models import configure_schema, schema_name
-from gen_durable.outcomes import KEEP, Await, Cancel, Done, Fail, Next, Sleep, Spawn
+from gen_durable.outcomes import KEEP, Await, Cancel, Done, Fail, Next, RateLimited, Sleep, Spawn
+from gen_durable.ratelimit import RateLimit
 from gen_durable.retry import Backoff
 from gen_durable.runner import Runner
 from gen_durable.runtime.executor import StepReport
@@ -30,11 +41,14 @@ __all__ = [
     "Context",
     "Cron",
     "Done",
+    "Explanation",
     "Fail",
     "InsertSpec",
     "InstanceSnapshot",
     "Job",
     "Next",
+    "RateLimit",
+    "RateLimited",
     "Runner",
     "Signal",
     "SignalInfo",
@@ -46,10 +60,13 @@ __all__ = [
     "cancel",
     "configure_schema",
     "errors",
+    "explain",
     "get",
     "insert",
     "insert_all",
+    "pause_queue",
     "result",
+    "resume_queue",
     "retry",
     "schema_name",
     "signal",

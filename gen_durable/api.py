@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gen_durable import serialization, store
+from gen_durable import events, faults, serialization, store
 from gen_durable.errors import (
     DuplicateInstance,
     InvalidTransition,
@@ -32,7 +32,16 @@ from gen_durable.types import JSON, InstanceSnapshot, SignalInfo, SignalResult, 
 Bind = Session | Connection
 OnConflict = Literal["return", "raise"]
 
-__all__ = ["cancel", "get", "insert", "insert_all", "retry", "signal"]
+__all__ = [
+    "cancel",
+    "get",
+    "insert",
+    "insert_all",
+    "pause_queue",
+    "resume_queue",
+    "retry",
+    "signal",
+]
 
 
 def _connection(bind: Bind) -> Connection:
@@ -72,6 +81,8 @@ def _new_row(spec: InsertSpec, parent_id: int | None = None) -> NewInstance:
         parent_id=parent_id,
         concurrency_key=spec.concurrency_key,
         concurrency_limit=spec.concurrency_limit,
+        rate_key=spec.rate_key,
+        rate_weight=spec.rate_weight,
     )
 
 
@@ -91,6 +102,9 @@ def insert(
     concurrency_limit: int | None = None,
     on_conflict: OnConflict = "return",
     dedup_window: float | None = None,
+    debounce: float | None = None,
+    max_wait: float | None = None,
+    replace: bool = False,
     now: datetime | None = None,
 ) -> int:
     """Insert one instance in the caller's transaction and return its id.
@@ -100,7 +114,15 @@ def insert(
     ``dedup_window`` (seconds), an instance with that key that finished within the window
     counts as the live one too, so a request retried after its flow completed does not
     start a second run.
+
+    Debounce: with ``debounce`` (seconds) the instance starts that long after the last
+    insert of its key — an insert on a key whose instance has not started yet pushes its
+    start back (never beyond ``max_wait`` seconds after the first insert) and, with
+    ``replace=True``, replaces its state or args; the existing id is returned.
     """
+    if debounce is not None:
+        _check_debounce(correlation_key, debounce, max_wait, delay, run_at)
+        delay = debounce
     spec = InsertSpec.build(
         cls,
         state=state,
@@ -114,9 +136,52 @@ def insert(
         concurrency_key=concurrency_key,
         concurrency_limit=concurrency_limit,
     )
+    if debounce is not None:
+        pushed = _debounce(bind, spec, debounce, max_wait, replace, now)
+        if pushed is not None:
+            return pushed
     return insert_all(
         bind, [spec], on_conflict=on_conflict, dedup_window=dedup_window, now=now
     )[0]
+
+
+def _check_debounce(
+    key: str | None,
+    debounce: float,
+    max_wait: float | None,
+    delay: float | None,
+    run_at: datetime | None,
+) -> None:
+    if key is None:
+        raise ValidationError("debounce needs a correlation_key: it debounces that key")
+    if delay is not None or run_at is not None:
+        raise ValidationError("debounce sets the start time: give no delay or run_at")
+    for name, value in (("debounce", debounce), ("max_wait", max_wait)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0
+        ):
+            raise ValidationError(f"{name} must be seconds >= 0, got {value!r}")
+    if max_wait is not None and max_wait < debounce:
+        raise ValidationError("max_wait must be at least debounce")
+
+
+def _debounce(
+    bind: Bind,
+    spec: InsertSpec,
+    debounce: float,
+    max_wait: float | None,
+    replace: bool,
+    now: datetime | None,
+) -> int | None:
+    """Push back the key's unstarted instance; its id, or None to insert a new one."""
+    assert spec.correlation_key is not None
+    conn = _connection(bind)
+    row = store.instances.lock_target(conn, spec.correlation_key)
+    if row is None:
+        return None
+    state = serialization.dumps(spec.state) if replace else None
+    store.instances.debounce(conn, row.id, debounce, max_wait, state, now)
+    return int(row.id)
 
 
 def insert_all(
@@ -158,7 +223,21 @@ def insert_all(
         ids = _insert_rows(conn, rows, now, dedup_window)
     made_queues = [r.queue for r, (_, made) in zip(rows, ids, strict=True) if made]
     store.notify.notify(conn, made_queues)
+    _emit_insert(rows, ids)
     return [i for i, _ in ids]
+
+
+def _emit_insert(rows: Sequence[NewInstance], ids: Sequence[tuple[int, bool]]) -> None:
+    if not events.active("insert"):
+        return
+    made = [(i, r) for r, (i, new) in zip(rows, ids, strict=True) if new]
+    events.emit(
+        "insert",
+        instance_ids=[i for i, _ in made],
+        fsms=[r.fsm for _, r in made],
+        queues=[r.queue for _, r in made],
+        existing=len(ids) - len(made),
+    )
 
 
 def _check_window(window: float | None) -> None:
@@ -275,9 +354,20 @@ def signal(
     signal_id, duplicate = store.signals.insert_signal(
         conn, row.id, name, body, idempotency_key, now
     )
+    if faults.active is not None:
+        faults.hit("signal", conn)
     if not duplicate and row.status == "awaiting":
         woke = store.signals.wake_satisfied(conn, [row.id], now)
         store.notify.notify(conn, [w.queue for w in woke])
+    events.emit(
+        "signal",
+        instance_id=row.id,
+        queue=row.queue,
+        signal=name,
+        signal_id=signal_id,
+        duplicate=duplicate,
+        started=started,
+    )
     return SignalResult(
         signal_id=signal_id, instance_id=row.id, duplicate=duplicate, started=started
     )
@@ -321,6 +411,7 @@ def _live_or_started(
         new_id = store.instances.insert_one(conn, _new_row(spec), now)
         if new_id is not None:
             store.notify.notify(conn, [spec.queue])
+            _emit_insert([_new_row(spec)], [(new_id, True)])
             return store.instances.lock_target(conn, new_id), True
         # Another caller inserted the key first (and committed): deliver to theirs.
         row = store.instances.lock_target(conn, key)
@@ -459,3 +550,24 @@ def _not_found(target: int | str, live: bool) -> str:
     if live:
         return f"no unfinished instance has correlation key {target!r}"
     return f"no instance has correlation key {target!r}"
+
+
+def _check_queue(name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise ValidationError(f"a queue name is a non-empty string, got {name!r}")
+    return name
+
+
+def pause_queue(bind: Bind, queue: str, *, now: datetime | None = None) -> None:
+    """Stop every runner from claiming in ``queue`` (when the caller commits).
+
+    Steps already running finish; nothing new starts until :func:`resume_queue`.
+    """
+    store.queues.set_paused(_connection(bind), _check_queue(queue), True, now)
+
+
+def resume_queue(bind: Bind, queue: str, *, now: datetime | None = None) -> None:
+    """Let runners claim in ``queue`` again, and wake them."""
+    conn = _connection(bind)
+    store.queues.set_paused(conn, _check_queue(queue), False, now)
+    store.notify.notify(conn, [queue])

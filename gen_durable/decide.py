@@ -13,10 +13,23 @@ import attrs
 
 from gen_durable.errors import InvalidOutcome
 from gen_durable.fsm import InsertSpec
-from gen_durable.outcomes import KEEP, Await, Cancel, Done, Fail, Next, Outcome, Sleep, Spawn
+from gen_durable.outcomes import (
+    KEEP,
+    Await,
+    Cancel,
+    Done,
+    Fail,
+    Next,
+    Outcome,
+    RateLimited,
+    Sleep,
+    Spawn,
+)
 from gen_durable.types import JSON
 
-Kind = Literal["next", "await", "sleep", "spawn", "done", "fail", "cancel", "retry", "error"]
+Kind = Literal[
+    "next", "await", "sleep", "spawn", "rate_limited", "done", "fail", "cancel", "retry", "error"
+]
 DecidedStatus = Literal["ready", "awaiting", "done", "failed", "cancelled"]
 
 
@@ -72,6 +85,8 @@ class Decision:
     """A Spawn's children, inserted with the transition (status "awaiting")."""
     join_policy: str | None = None
     """A Spawn's ``on_failure``: when the parked parent resumes."""
+    give_back_attempt: bool = False
+    """``RateLimited``: the attempt counted at claim is returned."""
 
     @property
     def finished(self) -> bool:
@@ -186,6 +201,17 @@ def _decide_outcome(snap: StepSnapshot, outcome: Outcome, state: JSON, error: JS
             state=state,
             error=error if error is not None else _reason("Fail", outcome.reason),
         )
+    if isinstance(outcome, RateLimited):
+        return Decision(
+            kind="rate_limited",
+            status="ready",
+            step=snap.step,
+            state=state,
+            delay=outcome.retry_after,
+            error=error,
+            reset_attempt=False,
+            give_back_attempt=True,
+        )
     if isinstance(outcome, Cancel):
         return Decision(
             kind="cancel",
@@ -196,7 +222,7 @@ def _decide_outcome(snap: StepSnapshot, outcome: Outcome, state: JSON, error: JS
         )
     raise InvalidOutcome(
         f"{snap.fsm}.{snap.step} returned {outcome!r}, which is not an outcome "
-        "(Next, Await, Sleep, Spawn, Done, Fail or Cancel)"
+        "(Next, Await, Sleep, Spawn, RateLimited, Done, Fail or Cancel)"
     )
 
 

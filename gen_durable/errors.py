@@ -59,6 +59,14 @@ class InvalidOutcome(DurableError):
     """A step returned something that is not a valid outcome for its class."""
 
 
+class RateLimitedError(DurableError):
+    """Raise it from a step when a remote API refused for now (same as ``RateLimited``)."""
+
+    def __init__(self, retry_after: float, message: str = "rate limited") -> None:
+        super().__init__(f"{message}; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
 class ResultTimeout(DurableError, TimeoutError):
     """The awaited instance did not finish within the timeout."""
 

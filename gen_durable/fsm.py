@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
@@ -16,6 +16,7 @@ import attrs
 
 from gen_durable import serialization
 from gen_durable.errors import DefinitionError, UnknownClass, ValidationError
+from gen_durable.ratelimit import RateLimit
 from gen_durable.retry import Backoff, BackoffSpec
 from gen_durable.types import JSON
 
@@ -51,6 +52,10 @@ class Definition:
     """A function of the state giving the instance's concurrency key (None: no key)."""
     concurrency_limit: ClassVar[int] = 1
     """How many instances with one concurrency key may run at once, across all runners."""
+    rate_limit: ClassVar[RateLimit | None] = None
+    """A token bucket every step of the class takes from (unless ``rate_limits`` says)."""
+    rate_limits: ClassVar[Mapping[str, RateLimit]] = {}
+    """Per-step token buckets: ``{"charge": RateLimit(100, per=60)}``."""
     timeout: ClassVar[float | None] = None
     """Per-step timeout in seconds: past it the lease is no longer extended."""
     abstract: ClassVar[bool] = False
@@ -234,6 +239,8 @@ class InsertSpec:
     max_attempts: int
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
+    rate_key: str | None = None
+    rate_weight: float | None = None
 
     @classmethod
     def build(
@@ -293,6 +300,7 @@ class InsertSpec:
             raise ValidationError("concurrency_key must be a non-empty string")
         limit = target.concurrency_limit if concurrency_limit is None else concurrency_limit
         _check_limit(limit)
+        bucket = rate_bucket_of(target, target._gd_initial, data)
         return cls(
             cls=target,
             state=data,
@@ -304,6 +312,8 @@ class InsertSpec:
             max_attempts=attempts,
             concurrency_key=concurrency_key,
             concurrency_limit=limit if concurrency_key is not None else None,
+            rate_key=bucket[0] if bucket else None,
+            rate_weight=bucket[1] if bucket else None,
         )
 
 
@@ -320,6 +330,25 @@ def concurrency_key_of(cls: type[Definition], state: JSON) -> str | None:
     if key is not None and (not isinstance(key, str) or not key):
         raise ValidationError(f"{cls.name}.concurrency_key must return a non-empty str or None")
     return key
+
+
+def rate_limit_of(cls: type[Definition], step: str) -> RateLimit | None:
+    """The rate limit step ``step`` of ``cls`` takes from, if any."""
+    return cls.rate_limits.get(step) or cls.rate_limit
+
+
+def rate_bucket_of(cls: type[Definition], step: str, state: JSON) -> tuple[str, float] | None:
+    """(bucket key, weight) of step ``step`` for ``state``, or None when unlimited.
+
+    A class-wide limit is one bucket for all steps; a per-step limit has its own. A
+    partition adds a bucket per partition value.
+    """
+    limit = rate_limit_of(cls, step)
+    if limit is None:
+        return None
+    typed = serialization.structure(state, cls._gd_state_type)
+    scope = step if step in cls.rate_limits else "*"
+    return f"{cls.name}:{scope}:{limit.partition_of(typed)}", limit.weight_of(typed)
 
 
 def _check_limit(value: object) -> None:
@@ -352,6 +381,14 @@ def _validate_options(cls: type[Definition]) -> None:
         or cls.timeout <= 0
     ):
         raise DefinitionError(f"{cls.__qualname__}: timeout must be seconds > 0")
+    if cls.rate_limit is not None and not isinstance(cls.rate_limit, RateLimit):
+        raise DefinitionError(f"{cls.__qualname__}: rate_limit must be a RateLimit")
+    for step_name, limit in dict(cls.rate_limits).items():
+        if step_name not in cls._gd_steps or not isinstance(limit, RateLimit):
+            raise DefinitionError(
+                f"{cls.__qualname__}: rate_limits maps steps of the class to RateLimit(...); "
+                f"got {step_name!r}: {limit!r}"
+            )
     if cls.concurrency_key is not None and not callable(cls.concurrency_key):
         raise DefinitionError(
             f"{cls.__qualname__}: concurrency_key must be a function of the state"

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -81,6 +82,8 @@ class Instance(Base):
     correlation_key: Mapped[str | None] = mapped_column(Text)
     concurrency_key: Mapped[str | None] = mapped_column(Text)
     concurrency_limit: Mapped[int | None] = mapped_column(Integer)
+    rate_key: Mapped[str | None] = mapped_column(Text)
+    rate_weight: Mapped[float | None] = mapped_column(Float)
     lease_token: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
     lease_owner: Mapped[str | None] = mapped_column(Text)
     lease_expires_at: Mapped[datetime | None] = mapped_column(TS)
@@ -215,6 +218,27 @@ class Node(Base):
     heartbeat_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
 
 
+class RateBucket(Base):
+    """A token bucket: its tokens as of ``updated_at``, and a debt set by ``RateLimited``."""
+
+    __tablename__ = "gd_rate_buckets"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(TS)
+    debt_until: Mapped[datetime | None] = mapped_column(TS)
+
+
+class QueueRow(Base):
+    """Operator settings of a queue that every runner obeys (pause/resume)."""
+
+    __tablename__ = "gd_queues"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+
 class Leader(Base):
     """A leased leadership role: its owner and a database-time expiry."""
 
@@ -240,6 +264,8 @@ instances = cast(Table, Instance.__table__)
 signals = cast(Table, SignalRow.__table__)
 nodes = cast(Table, Node.__table__)
 leaders = cast(Table, Leader.__table__)
+queues = cast(Table, QueueRow.__table__)
+rate_buckets = cast(Table, RateBucket.__table__)
 cron_ticks = cast(Table, CronTick.__table__)
 metadata = Base.metadata
 

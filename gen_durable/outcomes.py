@@ -203,5 +203,16 @@ class Cancel:
     reason: str = "cancelled"
 
 
-Outcome: TypeAlias = Next | Await | Sleep | Spawn | Done | Fail | Cancel
-OUTCOME_TYPES: Final = (Next, Await, Sleep, Spawn, Done, Fail, Cancel)
+@attrs.frozen
+class RateLimited:
+    """The remote side refused for now: re-run this step after ``retry_after`` seconds.
+
+    No attempt is used, and the step's rate-limit bucket (its partition's) goes into
+    debt until then, so every instance sharing it waits too.
+    """
+
+    retry_after: float = attrs.field(validator=_non_negative)
+
+
+Outcome: TypeAlias = Next | Await | Sleep | Spawn | RateLimited | Done | Fail | Cancel
+OUTCOME_TYPES: Final = (Next, Await, Sleep, Spawn, RateLimited, Done, Fail, Cancel)

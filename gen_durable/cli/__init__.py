@@ -154,6 +154,6 @@ def _print_sql(schema: str, revision: str, downgrade_to: str | None) -> None:
 
 
 # The other commands register themselves on ``main`` when imported.
-from gen_durable.cli import instances, worker  # noqa: E402
+from gen_durable.cli import instances, why, worker  # noqa: E402
 
-__all__ = ["instances", "main", "worker"]
+__all__ = ["instances", "main", "why", "worker"]

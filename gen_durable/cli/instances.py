@@ -227,3 +227,23 @@ def stats(dsn: str | None, as_json: bool) -> None:
         _emit(rows)
     else:
         _table(rows, ["queue", "status", "n"])
+
+
+@main.command()
+@dsn_option
+@click.argument("queue")
+def pause(dsn: str | None, queue: str) -> None:
+    """Pause QUEUE on every runner (running steps finish, nothing new starts)."""
+    with open_engine(dsn) as engine, Session(engine) as s, s.begin():
+        api.pause_queue(s, queue)
+    click.echo(f"queue {queue!r} paused")
+
+
+@main.command()
+@dsn_option
+@click.argument("queue")
+def resume(dsn: str | None, queue: str) -> None:
+    """Resume QUEUE on every runner."""
+    with open_engine(dsn) as engine, Session(engine) as s, s.begin():
+        api.resume_queue(s, queue)
+    click.echo(f"queue {queue!r} resumed")

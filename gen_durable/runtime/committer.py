@@ -28,6 +28,8 @@ OnCommitted = Callable[[list[Committed]], None]
 Item = tuple[Transition, "Future[bool]"]
 RELOCK_PAUSE = 0.05
 """Seconds before a transition whose row was locked from outside is tried again."""
+RELOCK_TIMEOUT_MS = 10
+"""``lock_timeout`` of those retries: alone, and short, so that they never hold up a group."""
 
 
 class Committer:
@@ -50,6 +52,8 @@ class Committer:
         self._stopped = False
         self.batches = 0
         self.committed = 0
+        self.stalled_groups = 0
+        """Groups that waited out ``lock_timeout`` on a row locked from outside."""
 
     def start(self) -> None:
         """Start the committer thread."""
@@ -102,11 +106,15 @@ class Committer:
                     break
                 batch.append(item)
             now = time.monotonic()
-            batch.extend(item for at, item in deferred if at <= now)
+            due = [item for at, item in deferred if at <= now]
             deferred = [(at, item) for at, item in deferred if at > now]
             if batch:
                 retry_at = time.monotonic() + RELOCK_PAUSE
                 deferred.extend((retry_at, item) for item in self._commit_batch(batch))
+            if due:  # rows found locked from outside: retried alone, never in a group
+                retry_at = time.monotonic() + RELOCK_PAUSE
+                still = self._commit_alone(due, RELOCK_TIMEOUT_MS)
+                deferred.extend((retry_at, item) for item in still)
 
     def _commit_batch(self, batch: list[Item]) -> list[Item]:
         """Commit a group; returns the items whose row stayed locked from outside."""
@@ -116,23 +124,26 @@ class Committer:
                 landed = self._write([t for t, _ in batch], self._lock_timeout_ms)
             except OperationalError as exc:
                 if _is_lock_timeout(exc):
-                    return self._commit_alone(batch)
+                    self.stalled_groups += len(batch) > 1
+                    return self._commit_alone(batch, self._lock_timeout_ms)
                 failures = self._pause(failures, exc)
                 continue
             except DBAPIError as exc:
                 failures = self._pause(failures, exc)
                 continue
+            except Exception:  # not the database's: one at a time, so only its own step fails
+                return self._commit_alone(batch, self._lock_timeout_ms)
             self._resolve(batch, landed)
             return []
 
-    def _commit_alone(self, batch: list[Item]) -> list[Item]:
+    def _commit_alone(self, batch: list[Item], lock_timeout_ms: int) -> list[Item]:
         """One row at a time, so that only a row locked from outside waits."""
         locked: list[Item] = []
         for item in batch:
             failures = 0
             while True:
                 try:
-                    landed = self._write([item[0]], self._lock_timeout_ms)
+                    landed = self._write([item[0]], lock_timeout_ms)
                 except OperationalError as exc:
                     if _is_lock_timeout(exc):
                         locked.append(item)
@@ -142,6 +153,10 @@ class Committer:
                 except DBAPIError as exc:
                     failures = self._pause(failures, exc)
                     continue
+                except Exception as exc:  # the step's lease expires; it runs again
+                    log.error("a transition could not be committed", exc_info=exc)
+                    item[1].set_exception(exc)
+                    break
                 self._resolve([item], landed)
                 break
         return locked

@@ -9,10 +9,9 @@ from concurrent.futures import Future
 
 from sqlalchemy import Engine
 
-from gen_durable import store
+from gen_durable.runtime import claiming
 from gen_durable.runtime.executor import Claimed, Executor, StepReport
 from gen_durable.runtime.workers import WorkerPool
-from gen_durable.types import Child, Signal, Status
 
 log = logging.getLogger("gen_durable.runtime")
 
@@ -120,51 +119,9 @@ class Dispatcher:
         return self._stopping or (self._woken and self._running < self.concurrency)
 
     def _claim(self, limit: int) -> list[Claimed]:
-        fsms = self._fsms()
-        if not fsms:
-            return []
-        with self._engine.begin() as conn:
-            rows = store.leases.claim(
-                conn, self.queue, fsms, limit, self._node_id, self._lease_seconds, None
-            )
-            waking = [r.id for r in rows if r.await_names]
-            pending = store.signals.pending_for(conn, waking) if waking else []
-            parents = [r.id for r in rows if r.children_from is not None]
-            kids = store.children.latest_of(conn, parents)
-        children: dict[int, list[Child]] = {}
-        for k in kids:
-            children.setdefault(k.parent_id, []).append(
-                Child(id=k.id, fsm=k.fsm, status=Status(k.status), result=k.result, error=k.error)
-            )
-        by_instance: dict[int, list[Signal]] = {}
-        for s in pending:
-            by_instance.setdefault(s.instance_id, []).append(
-                Signal(id=s.id, name=s.name, payload=s.payload, created_at=s.created_at)
-            )
-        claimed = []
-        for r in rows:
-            pack: tuple[Signal, ...] = ()
-            if r.await_names:
-                names = set(r.await_names)
-                matching = [s for s in by_instance.get(r.id, []) if s.name in names]
-                pack = tuple(matching[: r.await_limit] if r.await_limit else matching)
-            claimed.append(
-                Claimed(
-                    id=r.id,
-                    fsm=r.fsm,
-                    queue=r.queue,
-                    step=r.step,
-                    state=r.state,
-                    attempt=r.attempt,
-                    max_attempts=r.max_attempts,
-                    version=r.version,
-                    lease_token=r.lease_token,
-                    correlation_key=r.correlation_key,
-                    parent_id=r.parent_id,
-                    awaited=pack,
-                    children=tuple(children.get(r.id, ())),
-                )
-            )
+        claimed = claiming.claim(
+            self._engine, self.queue, self._fsms(), limit, self._node_id, self._lease_seconds
+        )
         self.claimed_total += len(claimed)
         return claimed
 

@@ -15,15 +15,16 @@ from typing import Any
 
 import attrs
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from gen_durable import events, faults, serialization, store
 from gen_durable import fsm as registry
-from gen_durable import serialization, store
 from gen_durable.clock import monotonic
 from gen_durable.context import Context
 from gen_durable.decide import Decision, Failure, StepSnapshot, decide, outcome_state
-from gen_durable.errors import InvalidOutcome
-from gen_durable.outcomes import OUTCOME_TYPES, Done, Outcome
+from gen_durable.errors import InvalidOutcome, RateLimitedError
+from gen_durable.outcomes import OUTCOME_TYPES, Done, Outcome, RateLimited
 from gen_durable.retry import backoff_delay
 from gen_durable.runtime.committer import Committer
 from gen_durable.runtime.inflight import Inflight, Lease
@@ -107,6 +108,7 @@ class Executor:
     def _run(self, claimed: Claimed, lease: Lease, started: float) -> StepReport:
         cls = registry.lookup(claimed.fsm)
         assert cls is not None, "the dispatcher claims only known classes"
+        events.emit("step.start", **_event_fields(claimed))
         if cls.timeout is not None:
             lease.deadline = started + cls.timeout
         snap = StepSnapshot(
@@ -138,25 +140,39 @@ class Executor:
         try:
             ctx.state = serialization.structure(claimed.state, cls._gd_state_type)
             instance = cls()
+            if faults.active is not None:
+                faults.hit("in_step")
             outcome = _as_outcome(cls, instance.step(claimed.step, ctx))
             new_state = serialization.unstructure(outcome_state(outcome, ctx.state))
             decision = decide(snap, outcome, new_state)
+            bucket = _next_bucket(cls, decision)
             use_session = ctx.session_if_open is not None
+        except RateLimitedError as refused:
+            _discard(ctx)
+            decision = decide(snap, RateLimited(max(0.0, refused.retry_after)), claimed.state)
+            bucket, use_session = _next_bucket(cls, decision), False
         except Exception as exc:
             _discard(ctx)
             decision = self._failure(cls, instance, snap, ctx, claimed, exc)
             use_session = False
-        transition = Transition(
-            instance_id=claimed.id,
-            lease_token=claimed.lease_token,
-            version=claimed.version,
-            decision=decision,
-            consumed=tuple(s.id for s in claimed.awaited) if decision.kind != "retry" else (),
-        )
+            bucket = _failure_bucket(cls, decision)
+        transition = _transition(claimed, decision, bucket)
+        if faults.active is not None:
+            faults.hit("before_commit")
         if use_session:
-            committed = self._commit_in_session(ctx, transition)
+            try:
+                committed = self._commit_in_session(ctx, transition)
+            except DBAPIError as refused:
+                # The database refused the step's own transaction (a serialization
+                # failure, a deadlock, a lost connection): its writes rolled back. Commit
+                # a retry like a step that raised, rather than leave the lease to lapse.
+                decision = self._failure(cls, instance, snap, ctx, claimed, refused)
+                transition = _transition(claimed, decision, _failure_bucket(cls, decision))
+                committed = self._committer.submit(transition).result()
         else:
             committed = self._committer.submit(transition).result()
+        if faults.active is not None and committed:
+            faults.hit("after_commit")
         report = StepReport(
             instance_id=claimed.id,
             fsm=claimed.fsm,
@@ -170,6 +186,7 @@ class Executor:
             log.info("step %s.%s of %s was fenced out", claimed.fsm, claimed.step, claimed.id)
         if self._observer is not None:
             self._observer(report)
+        _emit_stop(claimed, report)
         return report
 
     def _failure(
@@ -182,6 +199,7 @@ class Executor:
         exc: Exception,
     ) -> Decision:
         error = _error_json(exc, claimed)
+        events.emit("step.exception", **_event_fields(claimed), exception=exc)
         log.info(
             "step %s.%s of %s failed (attempt %s of %s): %r",
             claimed.fsm,
@@ -249,6 +267,39 @@ def _as_outcome(cls: type[registry.Definition], value: Any) -> Outcome:
     )
 
 
+def _transition(
+    claimed: Claimed, decision: Decision, bucket: tuple[str, float] | None
+) -> Transition:
+    again = decision.kind in ("retry", "rate_limited")  # the same pack comes back
+    return Transition(
+        instance_id=claimed.id,
+        lease_token=claimed.lease_token,
+        version=claimed.version,
+        decision=decision,
+        consumed=() if again else tuple(s.id for s in claimed.awaited),
+        rate_key=bucket[0] if bucket else None,
+        rate_weight=bucket[1] if bucket else None,
+    )
+
+
+def _failure_bucket(
+    cls: type[registry.Definition], decision: Decision
+) -> tuple[str, float] | None:
+    try:
+        return _next_bucket(cls, decision)
+    except Exception:  # the failure is what matters; run it unlimited
+        return None
+
+
+def _next_bucket(
+    cls: type[registry.Definition], decision: Decision
+) -> tuple[str, float] | None:
+    """The rate-limit bucket of the step the decision makes runnable next."""
+    if decision.finished:
+        return None
+    return registry.rate_bucket_of(cls, decision.step, decision.state)
+
+
 def _discard(ctx: Context) -> None:
     session = ctx.session_if_open
     if session is not None:
@@ -268,3 +319,34 @@ def _error_json(exc: BaseException, claimed: Claimed) -> dict[str, Any]:
         "attempt": claimed.attempt,
         "traceback": "".join(traceback.format_exception(exc)),
     }
+
+
+def _event_fields(claimed: Claimed) -> dict[str, Any]:
+    return {
+        "instance_id": claimed.id,
+        "fsm": claimed.fsm,
+        "step": claimed.step,
+        "queue": claimed.queue,
+        "attempt": claimed.attempt,
+        "max_attempts": claimed.max_attempts,
+    }
+
+
+def _emit_stop(claimed: Claimed, report: StepReport) -> None:
+    """The ``step.stop`` event, and ``retry`` when a failed attempt will run again."""
+    if not events.active("step.stop") and not events.active("retry"):
+        return
+    decision = report.decision
+    fields = _event_fields(claimed)
+    events.emit(
+        "step.stop",
+        **fields,
+        kind=decision.kind,
+        status=decision.status,
+        next_step=decision.step,
+        committed=report.committed,
+        duration=report.duration,
+    )
+    if decision.kind == "retry" and report.committed:
+        error = decision.error if isinstance(decision.error, dict) else {}
+        events.emit("retry", **fields, delay=decision.delay, error_type=error.get("type"))

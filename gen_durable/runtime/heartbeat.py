@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from gen_durable import store
+from gen_durable import faults, store
 from gen_durable.runtime.inflight import Inflight
 from gen_durable.runtime.service import Service
 
@@ -35,6 +35,8 @@ class Heartbeat(Service):
         with self._engine.begin() as conn:
             _, lost = store.leases.extend(conn, leases, self._lease_seconds, None)
             store.maintenance.touch_node(conn, self._node_id, None)
+            if faults.active is not None and leases:
+                faults.hit("heartbeat", conn)
         if lost:
             self.lost_total += len(lost)
             self._inflight.lost(lost)

@@ -12,7 +12,7 @@ import logging
 
 from sqlalchemy import Engine
 
-from gen_durable import store
+from gen_durable import events, store
 from gen_durable.clock import monotonic
 from gen_durable.runtime.service import Service
 
@@ -51,6 +51,7 @@ class Leader(Service):
         if held != was:
             self.changes += 1
             log.info("%s %s leadership", self.owner, "took" if held else "lost")
+            events.emit("leadership", role=self.role, node_id=self.owner, leader=held)
         return False
 
     def stop(self, timeout: float | None = None) -> None:
@@ -58,6 +59,7 @@ class Leader(Service):
         super().stop(timeout)
         if self._trusted_until:
             self._trusted_until = 0.0
+            events.emit("leadership", role=self.role, node_id=self.owner, leader=False)
             try:
                 with self._engine.begin() as conn:
                     store.cron.resign(conn, self.role, self.owner)

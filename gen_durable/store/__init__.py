@@ -16,6 +16,8 @@ from gen_durable.store import (
     maintenance,
     notify,
     queries,
+    queues,
+    ratelimits,
     signals,
     transitions,
 )
@@ -29,6 +31,8 @@ __all__ = [
     "maintenance",
     "notify",
     "queries",
+    "queues",
+    "ratelimits",
     "signals",
     "transitions",
 ]

@@ -48,7 +48,7 @@ _RUNNING = (
 )
 _BLOCK = (
     update(I)
-    .where(I.c.id == func.any(param("ids", "bigint", is_array=True)), I.c.status == "available")
+    .where(I.c.id == func.any(param("ids", "bigint", is_array=True)))  # locked candidates
     .values(status="blocked", updated_at=NOW)
 )
 

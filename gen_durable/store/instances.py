@@ -41,6 +41,8 @@ class NewInstance:
     parent_id: int | None = None
     concurrency_key: str | None = None
     concurrency_limit: int | None = None
+    rate_key: str | None = None
+    rate_weight: float | None = None
 
 
 def _live_key_conflict() -> dict[str, Any]:
@@ -66,6 +68,8 @@ def insert_one(conn: Connection, row: NewInstance, now: datetime | None) -> int 
             parent_id=row.parent_id,
             concurrency_key=row.concurrency_key,
             concurrency_limit=row.concurrency_limit,
+            rate_key=row.rate_key,
+            rate_weight=row.rate_weight,
             run_at=due,
             status=case((due > t_now, "scheduled"), else_="available"),
             created_at=t_now,
@@ -103,6 +107,8 @@ def insert_many(
         parent_id=([r.parent_id for r in rows], "bigint"),
         concurrency_key=([r.concurrency_key for r in rows], "text"),
         concurrency_limit=([r.concurrency_limit for r in rows], "int"),
+        rate_key=([r.rate_key for r in rows], "text"),
+        rate_weight=([r.rate_weight for r in rows], "float"),
         run_at=([r.run_at for r in rows], "tsz"),
         delay=([None if r.delay is None else timedelta(seconds=r.delay) for r in rows], "interval"),
     )
@@ -120,6 +126,8 @@ def insert_many(
         t.c.parent_id,
         t.c.concurrency_key,
         t.c.concurrency_limit,
+        t.c.rate_key,
+        t.c.rate_weight,
         due,
         case((due > t_now, "scheduled"), else_="available"),
         t_now,
@@ -140,6 +148,8 @@ def insert_many(
                 "parent_id",
                 "concurrency_key",
                 "concurrency_limit",
+                "rate_key",
+                "rate_weight",
                 "run_at",
                 "status",
                 "created_at",
@@ -181,6 +191,45 @@ def recently_finished_by_key(
         .group_by(I.c.correlation_key),
     ).all()
     return {row.correlation_key: row.id for row in rows}
+
+
+def debounce(
+    conn: Connection,
+    instance_id: int,
+    delay: float,
+    max_wait: float | None,
+    state: str | None,
+    now: datetime | None,
+) -> bool:
+    """Push back the start of an instance that has not started yet (debounce).
+
+    Its start moves to ``delay`` seconds from now, never beyond ``max_wait`` after it was
+    first inserted; ``state`` (JSON text) replaces its state when given. False if it
+    has already started.
+    """
+    t_now = db_now(now)
+    due = t_now + seconds(delay)
+    if max_wait is not None:
+        due = func.least(due, I.c.created_at + seconds(max_wait))
+    values: dict[str, Any] = {
+        "run_at": due,
+        "status": case((due > t_now, "scheduled"), else_="available"),
+        "updated_at": t_now,
+    }
+    if state is not None:
+        values["state"] = cast(literal(state), JSONB)
+    stmt = (
+        update(I)
+        .where(
+            I.c.id == instance_id,
+            I.c.status.in_(("scheduled", "available")),
+            I.c.version == 0,
+            I.c.attempt == 0,
+        )
+        .values(**values)
+        .returning(I.c.id)
+    )
+    return run(conn, stmt).scalar_one_or_none() is not None
 
 
 def lock_target(conn: Connection, target: int | str) -> Row[Any] | None:
@@ -263,6 +312,7 @@ __all__ = [
     "FINISHED",
     "NewInstance",
     "cancel",
+    "debounce",
     "fetch",
     "fetch_signals",
     "insert_many",

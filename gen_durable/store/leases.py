@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, select, update
 
-from gen_durable.store import concurrency
+from gen_durable.store import concurrency, queues, ratelimits
 from gen_durable.store._common import NOW, I, param, run, unnest_params
 
 CLAIM_COLUMNS = (
@@ -37,19 +37,30 @@ CLAIM_COLUMNS = (
 )
 
 _CANDIDATES = (
-    select(I.c.id, I.c.concurrency_key, I.c.concurrency_limit)
+    select(
+        I.c.id,
+        I.c.fsm,
+        I.c.step,
+        I.c.concurrency_key,
+        I.c.concurrency_limit,
+        I.c.rate_key,
+        I.c.rate_weight,
+    )
     .where(
         I.c.queue == param("queue", "text"),
         I.c.status == "available",
         I.c.fsm == func.any(param("fsms", "text", is_array=True)),
+        queues.NOT_PAUSED,
     )
     .order_by(I.c.priority, I.c.run_at, I.c.id)
     .limit(param("limit", "int"))
-    .with_for_update(skip_locked=True)
+    .with_for_update(of=I, skip_locked=True)
 )
 _TAKE = (
     update(I)
-    .where(I.c.id == func.any(param("ids", "bigint", is_array=True)), I.c.status == "available")
+    # No status condition: these rows are locked by this transaction since the candidate
+    # query, and one here would steer the planner to the picker's index (the backlog).
+    .where(I.c.id == func.any(param("ids", "bigint", is_array=True)))
     .values(
         status="running",
         lease_token=func.gen_random_uuid(),
@@ -77,9 +88,10 @@ def claim(
     """Claim up to ``limit`` runnable instances of known classes.
 
     Candidates are locked with ``FOR UPDATE SKIP LOCKED`` (runners claim side by side),
-    keyed ones are admitted or blocked by their concurrency key, and the admitted rows
-    are leased in one statement. The attempt is counted here, so that a step that kills
-    its worker cannot loop forever. Rows come back in priority, then FIFO order.
+    keyed ones are admitted or blocked by their concurrency key, rate-limited ones take
+    their tokens or wait, and the admitted rows are leased in one statement. The attempt
+    is counted here, so that a step that kills its worker cannot loop forever. Rows come
+    back in priority, then FIFO order.
 
     The claim's transaction commits without waiting for its WAL flush: if the database
     crashes before the flush, the claim is lost and the row is runnable as before, and
@@ -90,7 +102,8 @@ def claim(
     candidates = run(conn, _CANDIDATES, params).all()
     if not candidates:
         return []
-    ids = concurrency.admit(conn, candidates, now)
+    admitted = set(concurrency.admit(conn, candidates, now))
+    ids = ratelimits.admit(conn, [c for c in candidates if c.id in admitted], now)
     if not ids:
         return []
     take = {

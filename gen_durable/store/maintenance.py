@@ -36,7 +36,9 @@ def stage_due(conn: Connection, limit: int, now: datetime | None) -> list[str]:
     timed_out = I.c.status == "awaiting"
     stmt = (
         update(I)
-        .where(I.c.id.in_(due), I.c.status.in_(("scheduled", "awaiting")))
+        # ``= ANY(ARRAY(...))`` keeps primary-key lookups: an ``IN (subquery)`` of up to
+        # ``limit`` ids made the planner scan the whole table instead.
+        .where(I.c.id == func.any(func.array(due)), I.c.status.in_(("scheduled", "awaiting")))
         .values(
             status="available",
             step=case((timed_out, func.coalesce(I.c.timeout_step, I.c.step)), else_=I.c.step),

@@ -16,10 +16,10 @@ import attrs
 from sqlalchemy import Connection, case, cast, func, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 
-from gen_durable import serialization
+from gen_durable import faults, serialization
 from gen_durable.decide import Decision
 from gen_durable.store import children as child_sql
-from gen_durable.store import concurrency
+from gen_durable.store import concurrency, ratelimits
 from gen_durable.store import signals as signal_sql
 from gen_durable.store._common import FINISHED, NOW, SEP, ZERO, I, param, run, unnest_params
 
@@ -33,6 +33,9 @@ class Transition:
     version: int
     decision: Decision
     consumed: tuple[int, ...] = ()
+    rate_key: str | None = None
+    """The rate-limit bucket of the step it makes runnable (None: unlimited)."""
+    rate_weight: float | None = None
 
 
 @attrs.frozen
@@ -66,6 +69,9 @@ _T = unnest_params(
     result="text",
     error="text",
     reset="bool",
+    give_back="bool",
+    rate_key="text",
+    rate_weight="float",
 )
 _DUE = case(
     (_T.c.kind == "ready", func.coalesce(_T.c.run_at, NOW + func.coalesce(_T.c.delay, ZERO))),
@@ -98,7 +104,13 @@ _COMMIT = (
         state=cast(_T.c.state, JSONB),
         # a retry re-runs the same step: its version (and idempotency key) stays
         version=case((_T.c.reset, I.c.version + 1), else_=I.c.version),
-        attempt=case((_T.c.reset, 0), else_=I.c.attempt),
+        attempt=case(
+            (_T.c.reset, 0),
+            (_T.c.give_back, func.greatest(I.c.attempt - 1, 0)),
+            else_=I.c.attempt,
+        ),
+        rate_key=_T.c.rate_key,
+        rate_weight=_T.c.rate_weight,
         run_at=_DUE,
         # A retry keeps what the step awaited, so the next attempt gets the same pack.
         await_names=case(
@@ -156,6 +168,9 @@ def commit(
         "result": [_json_or_none(d.result, d.status == "done") for d in ds],
         "error": [_json_or_none(d.error, d.error is not None) for d in ds],
         "reset": [d.reset_attempt for d in ds],
+        "give_back": [d.give_back_attempt for d in ds],
+        "rate_key": [x.rate_key for x in items],
+        "rate_weight": [x.rate_weight for x in items],
         "join_policy": [d.join_policy for d in ds],
         "children": [len(d.children) if d.kind == "spawn" else None for d in ds],
         "children_from": [
@@ -173,9 +188,17 @@ def commit(
         for row in signal_sql.wake_satisfied(conn, parked, now):
             landed[row.id] = Committed(row.id, "available", row.queue)
     _join(conn, items, rows, landed, child_ids, now)
+    debts = [
+        (x.rate_key, x.decision.delay or 0.0)
+        for x in items
+        if x.decision.kind == "rate_limited" and x.rate_key and x.instance_id in landed
+    ]
+    ratelimits.indebt(conn, debts, now)
     # Last: it may wait for a claimer deciding on the same key (see store.concurrency).
     for row in concurrency.release(conn, [r.concurrency_key for r in rows], now):
         landed[row.id] = Committed(row.id, "available", row.queue)
+    if faults.active is not None:
+        faults.hit("spawn_commit" if child_ids else "commit", conn)
     return landed
 
 

@@ -25,6 +25,7 @@ from gen_durable.outcomes import (
     Done,
     Fail,
     Next,
+    RateLimited,
     Sleep,
     Spawn,
 )
@@ -108,6 +109,7 @@ def test_outcome_types_lists_every_outcome(child: type[Job]) -> None:
         Await("s", then="a"),
         Sleep(1, then="a"),
         Spawn([child.new()], "a"),
+        RateLimited(5),
         Done(),
         Fail(),
         Cancel(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from gen_durable import store
+from gen_durable import events, faults, store
 from gen_durable.runtime.service import Service
 
 
@@ -26,5 +26,9 @@ class GarbageCollector(Service):
         """Delete one batch; True when it was full."""
         with self._engine.begin() as conn:
             deleted = store.maintenance.collect_garbage(conn, self._retention, self._batch, None)
+            if faults.active is not None and deleted:
+                faults.hit("gc", conn)
         self.deleted_total += deleted
+        if deleted:
+            events.emit("gc", deleted=deleted, retention=self._retention)
         return deleted >= self._batch

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 from sqlalchemy import Engine
 
-from gen_durable import store
+from gen_durable import events, faults, store
 from gen_durable.runtime.service import Service
 
 log = logging.getLogger("gen_durable.runtime")
@@ -39,6 +39,8 @@ class Reaper(Service):
         """Reap one batch; True when it was full."""
         with self._engine.begin() as conn:
             rows = store.maintenance.reap(conn, self._batch, None)
+            if faults.active is not None and rows:
+                faults.hit("reaper", conn)
             # A child failed here is counted against its parent in the same transaction.
             failed_children = [
                 (r.parent_id, r.id, True)
@@ -55,6 +57,12 @@ class Reaper(Service):
         if rows:
             self.reaped_total += len(rows)
             log.info("reaped %d expired lease(s)", len(rows))
+            events.emit(
+                "reaper.rescue",
+                count=len(rows),
+                instance_ids=[r.id for r in rows],
+                failed_ids=[r.id for r in rows if r.status == "failed"],
+            )
             self._wake([r.queue for r in rows if r.status == "available"])
             if woken:
                 self._wake([r.queue for r in woken])

@@ -1,0 +1,98 @@
+"""W2 FSMs: instances of ten no-op steps each; and the same with steps that write one row
+through ``ctx.session`` (each such step commits in a transaction of its own).
+
+Runs are windowed like W1's: the rate is FSM steps committed per second; between runs the
+finished instances are deleted and new ones inserted until the backlog is full again.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+import gen_durable as durable
+from benchmarks.common import Bench, Run, drain, log, top_up
+from benchmarks.jobs import runs_figure
+
+STEPS = tuple(f"s{i}" for i in range(10))
+CONCURRENCY = 10
+_write_sql = text("SELECT 1")  # replaced by setup() with the schema-qualified INSERT
+
+
+def _next(name: str) -> durable.Next | durable.Done:
+    index = STEPS.index(name)
+    if index == len(STEPS) - 1:
+        return durable.Done()
+    return durable.Next(STEPS[index + 1])
+
+
+class Chain(durable.FSM):
+    """Ten no-op steps, then done."""
+
+    name = "bench.Chain"
+    steps = STEPS
+
+    def step(self, name: str, ctx: durable.Context) -> durable.Next | durable.Done:
+        return _next(name)
+
+
+class WritingChain(durable.FSM):
+    """Ten steps that each insert one row through ``ctx.session``, then done."""
+
+    name = "bench.WritingChain"
+    steps = STEPS
+
+    def step(self, name: str, ctx: durable.Context) -> durable.Next | durable.Done:
+        ctx.session.execute(_write_sql, {"i": ctx.instance_id, "s": name})
+        return _next(name)
+
+
+def setup(bench: Bench) -> None:
+    """The table the writing steps insert into (in the bench schema)."""
+    global _write_sql
+    table = f'"{bench.schema}".bench_writes'
+    with bench.admin.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, "
+            "instance_id bigint NOT NULL, step text NOT NULL, at timestamptz DEFAULT now())"
+        )
+    _write_sql = text(f"INSERT INTO {table} (instance_id, step) VALUES (:i, :s)")
+
+
+def chain_runs(bench: Bench, cls: type[durable.FSM], instances: int, label: str) -> list[Run]:
+    runs: list[Run] = []
+    for attempt in range(bench.options.repeat):
+        bench.calibration.sample(CONCURRENCY)
+        top_up(bench, [cls.name], cls.new, instances)
+        run = drain(
+            bench,
+            queues={"default": CONCURRENCY},
+            fsms=[cls.name],
+            instances=instances,
+            window=bench.options.window,
+        )
+        runs.append(run)
+        log(f"  {label} run {attempt + 1}: {run.rate:.0f} steps/s ({run.steps} steps)")
+    return runs
+
+
+def run(bench: Bench) -> None:
+    instances = 500 if bench.options.quick else 5_000
+    setup(bench)
+    bench.reset()
+    log(f"W2: {instances:,} FSMs x {len(STEPS)} no-op steps at concurrency {CONCURRENCY}")
+    runs = chain_runs(bench, Chain, instances, "W2 no-op")
+    runs_figure(
+        bench, "W2", "FSM steps, no-op", runs, CONCURRENCY, instances=instances, steps_each=10
+    )
+    bench.reset()
+    log(f"W2: {instances:,} FSMs x {len(STEPS)} steps writing a row through ctx.session")
+    runs = chain_runs(bench, WritingChain, instances, "W2 ctx.session")
+    runs_figure(
+        bench,
+        "W2",
+        "FSM steps, 1 row via ctx.session",
+        runs,
+        CONCURRENCY,
+        instances=instances,
+        steps_each=10,
+    )

@@ -1,0 +1,53 @@
+"""``gen-durable why ID|KEY``: why an instance is not running."""
+
+from __future__ import annotations
+
+import attrs
+import click
+
+from gen_durable.cli import dsn_option, main, open_engine
+from gen_durable.cli.instances import _emit, _fail, _target, json_option
+from gen_durable.errors import DurableError
+from gen_durable.explanation import explain
+
+
+@main.command()
+@dsn_option
+@click.argument("target")
+@click.option(
+    "--heartbeat-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds without a heartbeat after which a runner counts as gone.",
+)
+@json_option
+def why(dsn: str | None, target: str, heartbeat_timeout: float, as_json: bool) -> None:
+    """Why is an instance (ID or correlation KEY) not running?
+
+    Waiting for signals, backing off, blocked on its concurrency key, waiting for
+    children, no live runner for its queue or class, or finished.
+    """
+    with open_engine(dsn) as engine, engine.connect() as conn:
+        try:
+            found = explain(conn, _target(target), heartbeat_timeout=heartbeat_timeout)
+        except DurableError as exc:
+            raise _fail(exc) from exc
+    if as_json:
+        _emit(attrs.asdict(found, recurse=True))
+        return
+    click.echo(found.summary)
+    for key, value in (
+        ("reason", found.reason),
+        ("status", found.status.value),
+        ("step", found.step),
+        ("queue", found.queue),
+        ("due", found.run_at.isoformat() if found.run_at else None),
+        ("awaiting", ", ".join(found.awaiting) or None),
+        ("pending signals", ", ".join(found.pending_signals) or None),
+        ("held by", ", ".join(map(str, found.key_holders)) or None),
+        ("children left", ", ".join(map(str, found.waiting_for_children)) or None),
+        ("runners", ", ".join(found.runners) or None),
+    ):
+        if value is not None:
+            click.echo(f"{key:>16}: {value}")

@@ -1,0 +1,99 @@
+"""Claiming a batch: leased rows plus what their steps wake up to, as :class:`Claimed`.
+
+Shared by the dispatcher's pick loop and by :func:`gen_durable.testing.drain`, so a step
+run inline in a test sees exactly what a Runner would hand it: the signal pack of an
+await and the children of its latest Spawn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine, Row
+
+from gen_durable import events, faults, store
+from gen_durable.runtime.executor import Claimed
+from gen_durable.types import Child, Signal, Status
+
+
+def claim(
+    engine: Engine,
+    queue: str,
+    fsms: Sequence[str],
+    limit: int,
+    owner: str,
+    lease_seconds: float,
+) -> list[Claimed]:
+    """Claim up to ``limit`` runnable instances of ``fsms`` in ``queue``, in one transaction.
+
+    The lease is ``owner``'s for ``lease_seconds``. Emits the ``claim`` event once the
+    claim has committed.
+    """
+    if not fsms or limit < 1:
+        return []
+    with engine.begin() as conn:
+        rows = store.leases.claim(conn, queue, fsms, limit, owner, lease_seconds, None)
+        if faults.active is not None:
+            faults.hit("claim", conn)
+        waking = [r.id for r in rows if r.await_names]
+        pending = store.signals.pending_for(conn, waking) if waking else []
+        parents = [r.id for r in rows if r.children_from is not None]
+        kids = store.children.latest_of(conn, parents)
+    if faults.active is not None:
+        faults.hit("after_claim")
+    claimed = to_claimed(rows, pending, kids)
+    if claimed:
+        events.emit(
+            "claim",
+            queue=queue,
+            node_id=owner,
+            count=len(claimed),
+            instance_ids=[c.id for c in claimed],
+        )
+    return claimed
+
+
+def to_claimed(
+    rows: Sequence[Row[Any]], pending: Sequence[Row[Any]], kids: Sequence[Row[Any]]
+) -> list[Claimed]:
+    """Build :class:`Claimed` from claimed rows, their pending signals and latest children.
+
+    An awaiting row's pack holds its pending signals of the awaited names in arrival
+    order, at most ``await_limit`` of them.
+    """
+    children: dict[int, list[Child]] = {}
+    for k in kids:
+        children.setdefault(k.parent_id, []).append(
+            Child(id=k.id, fsm=k.fsm, status=Status(k.status), result=k.result, error=k.error)
+        )
+    by_instance: dict[int, list[Signal]] = {}
+    for s in pending:
+        by_instance.setdefault(s.instance_id, []).append(
+            Signal(id=s.id, name=s.name, payload=s.payload, created_at=s.created_at)
+        )
+    claimed = []
+    for r in rows:
+        pack: tuple[Signal, ...] = ()
+        if r.await_names:
+            names = set(r.await_names)
+            matching = [s for s in by_instance.get(r.id, []) if s.name in names]
+            pack = tuple(matching[: r.await_limit] if r.await_limit else matching)
+        claimed.append(
+            Claimed(
+                id=r.id,
+                fsm=r.fsm,
+                queue=r.queue,
+                step=r.step,
+                state=r.state,
+                attempt=r.attempt,
+                max_attempts=r.max_attempts,
+                version=r.version,
+                lease_token=r.lease_token,
+                correlation_key=r.correlation_key,
+                parent_id=r.parent_id,
+                awaited=pack,
+                children=tuple(children.get(r.id, ())),
+            )
+        )
+    return claimed

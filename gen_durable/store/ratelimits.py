@@ -1,0 +1,126 @@
+"""Rate-limit buckets: taken from at claim time, put into debt by ``RateLimited``.
+
+A claim locks the buckets its candidates need (in key order, briefly), refills them by
+the time elapsed in database time, and admits candidates while tokens last. A candidate
+that must wait becomes ``scheduled`` until its bucket will hold enough tokens: it uses
+no attempt and keeps no picker busy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from gen_durable import fsm as registry
+from gen_durable import models
+from gen_durable.ratelimit import RateLimit, refill, wait_for
+from gen_durable.store._common import NOW, I, param, run, unnest_params
+
+B = models.rate_buckets
+
+_NEW = unnest_params(key="text", tokens="float")
+_ENSURE = (
+    pg_insert(B)
+    .from_select(["key", "tokens", "updated_at"], select(_NEW.c.key, _NEW.c.tokens, NOW))
+    .on_conflict_do_nothing(index_elements=[B.c.key])
+)
+_LOCK = (
+    select(B.c.key, B.c.tokens, B.c.updated_at, B.c.debt_until, NOW.label("db_now"))
+    .where(B.c.key == func.any(param("key", "text", is_array=True)))
+    .order_by(B.c.key)
+    .with_for_update()
+)
+_SAVE_T = unnest_params(key="text", tokens="float")
+_SAVE = update(B).where(B.c.key == _SAVE_T.c.key).values(tokens=_SAVE_T.c.tokens, updated_at=NOW)
+_LATER = unnest_params(id="bigint", wait="interval")
+_DEFER = (
+    update(I)
+    .where(I.c.id == _LATER.c.id)  # candidates this claim holds locked
+    .values(status="scheduled", run_at=NOW + _LATER.c.wait, updated_at=NOW)
+)
+
+
+def _limit(row: Row[Any]) -> RateLimit | None:
+    cls = registry.lookup(row.fsm)
+    return registry.rate_limit_of(cls, row.step) if cls is not None else None
+
+
+def admit(conn: Connection, candidates: Sequence[Row[Any]], now: datetime | None) -> list[int]:
+    """Of locked candidates (id, fsm, step, rate_key, rate_weight), the ids to claim.
+
+    The others wait (``scheduled``) until their bucket can pay for them; within one
+    bucket, candidates are served first come, first served.
+    """
+    limits: dict[str, RateLimit] = {}
+    for c in candidates:
+        limit = _limit(c) if c.rate_key is not None else None
+        if limit is not None:
+            limits[c.rate_key] = limit
+    if not limits:
+        return [c.id for c in candidates]
+    keys = sorted(limits)
+    run(conn, _ENSURE, {"key": keys, "tokens": [limits[k].burst for k in keys], "now": now})
+    tokens: dict[str, float] = {}
+    wait_debt: dict[str, float] = {}
+    for b in run(conn, _LOCK, {"key": keys, "now": now}).all():
+        elapsed = (b.db_now - b.updated_at).total_seconds()
+        tokens[b.key] = refill(b.tokens, elapsed, limits[b.key])
+        if b.debt_until is not None and b.debt_until > b.db_now:
+            wait_debt[b.key] = (b.debt_until - b.db_now).total_seconds()
+    take: list[int] = []
+    later: dict[int, float] = {}
+    stalled: set[str] = set()
+    for c in candidates:
+        key = c.rate_key
+        if key not in limits:
+            take.append(c.id)
+            continue
+        weight = c.rate_weight or 1.0
+        if key not in stalled and key not in wait_debt and tokens[key] >= weight:
+            tokens[key] -= weight
+            take.append(c.id)
+            continue
+        stalled.add(key)  # first come, first served within a bucket
+        later[c.id] = max(wait_debt.get(key, 0.0), wait_for(tokens[key], weight, limits[key]))
+    run(conn, _SAVE, {"key": keys, "tokens": [tokens[k] for k in keys], "now": now})
+    if later:
+        ids = sorted(later)
+        waits = [timedelta(seconds=max(later[i], 0.001)) for i in ids]
+        run(conn, _DEFER, {"id": ids, "wait": waits, "now": now})
+    return take
+
+
+_OWED = unnest_params(key="text", wait="interval")
+_DEBT_INSERT = pg_insert(B).from_select(
+    ["key", "tokens", "updated_at", "debt_until"],
+    select(_OWED.c.key, literal(0.0, B.c.tokens.type), NOW, NOW + _OWED.c.wait),
+)
+_DEBT = _DEBT_INSERT.on_conflict_do_update(
+    index_elements=[B.c.key],
+    set_={
+        "tokens": 0.0,
+        "updated_at": _DEBT_INSERT.excluded.updated_at,
+        "debt_until": func.greatest(
+            func.coalesce(B.c.debt_until, _DEBT_INSERT.excluded.debt_until),
+            _DEBT_INSERT.excluded.debt_until,
+        ),
+    },
+)
+
+
+def indebt(conn: Connection, debts: Sequence[tuple[str, float]], now: datetime | None) -> None:
+    """The remote side refused: empty these buckets and hold them until ``retry_after``."""
+    if debts:
+        run(
+            conn,
+            _DEBT,
+            {
+                "key": [k for k, _ in debts],
+                "wait": [timedelta(seconds=w) for _, w in debts],
+                "now": now,
+            },
+        )

@@ -1,0 +1,1 @@
+"""The chaos suite: faults injected at exact points, processes killed, the server restarted."""
