@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from sqlalchemy import Engine, text
@@ -12,6 +16,7 @@ from sqlalchemy.orm import Session
 import gen_durable as durable
 
 T = TypeVar("T")
+TESTS = Path(__file__).parent
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = 20.0, interval: float = 0.05) -> T:
@@ -68,3 +73,31 @@ def backend_waiting_on_lock(engine: Engine, timeout: float = 10.0) -> None:
         return bool(n)
 
     wait_until(blocked, timeout, interval=0.01)
+
+
+class RunnerProcesses:
+    """Starts runner processes (``python -m MODULE URL ...``) on one database and kills them."""
+
+    def __init__(self, module: str, url: str) -> None:
+        self.module = module
+        self.url = url
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start one; return once it printed ``ready`` (its Runner is about to run)."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", self.module, self.url, *args],
+            env={**os.environ, "PYTHONPATH": str(TESTS), **(env or {})},
+            stdout=subprocess.PIPE,
+        )
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        return proc
+
+    def stop_all(self) -> None:
+        """Kill what still runs and reap every process."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)

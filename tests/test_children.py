@@ -6,13 +6,10 @@ with the join's transition, so counting rows counts committed joins.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -20,14 +17,20 @@ import pytest
 from procs.fanout_worker import setup as setup_fanout
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
-from support import backend_waiting_on_lock, scalar, snapshot, wait_status, wait_until
+from support import (
+    RunnerProcesses,
+    backend_waiting_on_lock,
+    scalar,
+    snapshot,
+    wait_status,
+    wait_until,
+)
 
 import gen_durable as durable
 from gen_durable import FSM, Await, Done, Fail, InsertSpec, Job, Runner, Spawn, store
 from gen_durable.errors import ConfigurationError, UnknownClass, ValidationError
 
 FAST = {"lease": 2.0, "poll_interval": 0.2, "grace": 1.0}
-TESTS = Path(__file__).parent
 
 
 def insert(engine: Engine, cls: Any, **kwargs: Any) -> int:
@@ -637,39 +640,14 @@ def test_max_children_is_validated(engine: Engine) -> None:
 # --- several runner processes ----------------------------------------------------------------
 
 
-class Workers:
-    """Starts fan-out runner processes on one database and kills them on demand."""
+class Workers(RunnerProcesses):
+    """Fan-out runner processes (procs.fanout_worker) on one database."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.procs: list[subprocess.Popen[bytes]] = []
+        super().__init__("procs.fanout_worker", url)
 
-    def start(self, concurrency: int = 8, lease: float = 1.5) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PYTHONPATH": str(TESTS)}
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "procs.fanout_worker",
-                self.url,
-                "--lease",
-                str(lease),
-                "--concurrency",
-                str(concurrency),
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-        )
-        self.procs.append(proc)
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == b"ready"
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
+    def start(self, concurrency: int = 8, lease: float = 1.5) -> subprocess.Popen[bytes]:  # type: ignore[override]
+        return super().start("--lease", str(lease), "--concurrency", str(concurrency))
 
 
 @pytest.fixture

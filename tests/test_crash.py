@@ -2,48 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from procs.worker import Consumer, Poison, Slow, setup
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
-from support import scalar, snapshot, wait_status, wait_until
+from support import RunnerProcesses, scalar, snapshot, wait_status, wait_until
 
 import gen_durable as durable
 
-TESTS = Path(__file__).parent
 
-
-class Workers:
-    """Starts runner processes on one database and kills them on demand."""
+class Workers(RunnerProcesses):
+    """Runner processes of procs.worker, whose slow step takes ``work_seconds``."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.procs: list[subprocess.Popen[bytes]] = []
+        super().__init__("procs.worker", url)
 
-    def start(self, work_seconds: float = 3.0) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "PYTHONPATH": str(TESTS), "GD_TEST_WORK_SECONDS": str(work_seconds)}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "procs.worker", self.url, "--lease", "1.5"],
-            env=env,
-            stdout=subprocess.PIPE,
-        )
-        self.procs.append(proc)
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == b"ready"
-        return proc
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
+    def start(self, work_seconds: float = 3.0) -> subprocess.Popen[bytes]:  # type: ignore[override]
+        return super().start("--lease", "1.5", env={"GD_TEST_WORK_SECONDS": str(work_seconds)})
 
 
 @pytest.fixture
