@@ -3,7 +3,7 @@
     python -m benchmarks run [--dsn postgresql://user@host/db] [--workload W1,W3] [--quick]
     python -m benchmarks plans [--dsn ...] [--rows 1000000]
 
-``run`` measures the workloads W1-W7 (see the modules of this package) and, in the same
+``run`` measures the workloads W1-W8 (see the modules of this package) and, in the same
 run and on the same server, calibrates it with pgbench; it prints one JSON line per figure
 (and per pgbench sample) on stdout, progress on stderr, then a table. Without ``--dsn`` it
 starts a private embedded PostgreSQL (durable commits on) and deletes it afterwards. With
@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks import bigtables, children, fsms, jobs, latency, memory, plans
+from benchmarks import bigtables, children, fsms, jobs, latency, memory, plans, waiting
 from benchmarks.common import Bench, Figure, Options, emit, find_pgbench, log, server
 
 WORKLOADS: dict[str, Callable[[Bench], None]] = {
@@ -35,6 +35,7 @@ WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "W4": latency.run_w4,
     "W5": children.run,
     "W7": memory.run,
+    "W8": waiting.run,
     "W6": bigtables.run,  # last: it seeds two million rows
 }
 

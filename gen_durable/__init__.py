@@ -14,6 +14,7 @@ from gen_durable.api import (
     pause_queue,
     resume_queue,
     retry,
+    set_queue_limit,
     signal,
 )
 from gen_durable.context import Context
@@ -69,6 +70,7 @@ __all__ = [
     "resume_queue",
     "retry",
     "schema_name",
+    "set_queue_limit",
     "signal",
     "step",
     "wait",

@@ -25,7 +25,6 @@ from gen_durable.errors import (
     ValidationError,
 )
 from gen_durable.fsm import Definition, InsertSpec, resolve
-from gen_durable.store._common import SEP
 from gen_durable.store.instances import NewInstance
 from gen_durable.types import JSON, InstanceSnapshot, SignalInfo, SignalResult, Status
 
@@ -62,8 +61,10 @@ def _check_target(target: object) -> int | str:
         raise ValidationError(
             f"target must be an instance id (int) or a correlation key (str), got {target!r}"
         )
-    if isinstance(target, str) and not target:
-        raise ValidationError("a correlation key is a non-empty string")
+    if isinstance(target, str):
+        return serialization.check_text(target, "a correlation key")
+    if not -serialization.MAX_ID - 1 <= target <= serialization.MAX_ID:
+        raise ValidationError(f"an instance id is a 64-bit integer, got {target}")
     return target
 
 
@@ -157,10 +158,8 @@ def _check_debounce(
     if delay is not None or run_at is not None:
         raise ValidationError("debounce sets the start time: give no delay or run_at")
     for name, value in (("debounce", debounce), ("max_wait", max_wait)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0
-        ):
-            raise ValidationError(f"{name} must be seconds >= 0, got {value!r}")
+        if value is not None and not serialization.is_seconds(value):
+            raise ValidationError(_seconds_message(name, value))
     if max_wait is not None and max_wait < debounce:
         raise ValidationError("max_wait must be at least debounce")
 
@@ -199,6 +198,8 @@ def insert_all(
     """
     _check_on_conflict(on_conflict)
     _check_window(dedup_window)
+    if isinstance(specs, InsertSpec) or not isinstance(specs, Iterable):
+        raise ValidationError(f"insert_all takes a list of Cls.new(...) specs, got {specs!r}")
     items = list(specs)
     for spec in items:
         if not isinstance(spec, InsertSpec):
@@ -241,10 +242,12 @@ def _emit_insert(rows: Sequence[NewInstance], ids: Sequence[tuple[int, bool]]) -
 
 
 def _check_window(window: float | None) -> None:
-    if window is not None and (
-        isinstance(window, bool) or not isinstance(window, int | float) or not window >= 0
-    ):
-        raise ValidationError(f"dedup_window must be seconds >= 0, got {window!r}")
+    if window is not None and not serialization.is_seconds(window):
+        raise ValidationError(_seconds_message("dedup_window", window))
+
+
+def _seconds_message(name: str, value: object) -> str:
+    return f"{name} must be seconds from 0 to {serialization.MAX_SECONDS:.0f}, got {value!r}"
 
 
 def _insert_rows(
@@ -304,9 +307,7 @@ def _insert_rows(
 
 
 def _check_signal_name(name: object) -> str:
-    if not isinstance(name, str) or not name or SEP in name:
-        raise ValidationError(f"a signal name is a non-empty string, got {name!r}")
-    return name
+    return serialization.check_signal_name(name)
 
 
 StartSpec = InsertSpec | type[Definition] | tuple[type[Definition] | str, Any]
@@ -322,6 +323,7 @@ def signal(
     idempotency_key: str | None = None,
     start: StartSpec | None = None,
     dedup_window: float | None = None,
+    actor: str | None = None,
     now: datetime | None = None,
 ) -> SignalResult:
     """Send signal ``name`` to an instance (by id, or by correlation key) in the caller's
@@ -334,14 +336,16 @@ def signal(
     concurrent calls there is one instance). ``dedup_window`` makes an instance with the
     key that finished within the window count as the live one. A repeated
     ``idempotency_key`` for the same instance is stored once and reported as ``duplicate``.
+
+    With ``actor`` (an operator sending it by hand), the signal is also recorded in the
+    audit table; signals an application sends, without ``actor``, are not.
     """
     target = _check_target(target)
     _check_signal_name(name)
+    _check_actor(actor)
     _check_window(dedup_window)
-    if idempotency_key is not None and (
-        not isinstance(idempotency_key, str) or not idempotency_key
-    ):
-        raise ValidationError("idempotency_key must be a non-empty string")
+    if idempotency_key is not None:
+        serialization.check_text(idempotency_key, "idempotency_key")
     spec = _start_spec(start, target) if start is not None else None
     body = serialization.dumps(serialization.unstructure(payload, "signal payload"))
     conn = _connection(bind)
@@ -356,6 +360,11 @@ def signal(
     )
     if faults.active is not None:
         faults.hit("signal", conn)
+    if actor is not None:
+        details = {"name": name, "signal_id": signal_id, "duplicate": duplicate}
+        store.audit.record(
+            conn, "signal", target=target, instance_id=row.id, actor=actor, details=details, now=now
+        )
     if not duplicate and row.status == "awaiting":
         woke = store.signals.wake_satisfied(conn, [row.id], now)
         store.notify.notify(conn, [w.queue for w in woke])
@@ -382,6 +391,8 @@ def _start_spec(start: StartSpec, target: int | str) -> InsertSpec:
                 f"start has correlation key {start.correlation_key!r}, the signal {target!r}"
             )
         return attrs.evolve(start, correlation_key=target)
+    if isinstance(start, tuple) and len(start) != 2:
+        raise ValidationError("start takes Cls.new(...), a class, or a (class, state) pair")
     cls, value = start if isinstance(start, tuple) else (start, None)
     resolved = resolve(cls)
     as_args = resolved._gd_kind == "job"
@@ -421,18 +432,28 @@ def _live_or_started(
 
 
 def cancel(
-    bind: Bind, target: int | str, reason: str = "cancelled", *, now: datetime | None = None
+    bind: Bind,
+    target: int | str,
+    reason: str = "cancelled",
+    *,
+    actor: str | None = None,
+    now: datetime | None = None,
 ) -> bool:
     """Cancel an unfinished instance and its unfinished descendants; False if it had
     already finished.
 
     A running step's lease is revoked at once: its commit is fenced out and what it
     wrote through ``ctx.session`` rolls back. A cancelled child counts as finished for
-    its parent's join.
+    its parent's join. A cancel that took effect is recorded in the audit table, with
+    ``actor`` (None when not given).
     """
     target = _check_target(target)
     if not isinstance(reason, str):
         raise ValidationError("reason must be a string")
+    _check_actor(actor)
+    error = serialization.dumps(
+        serialization.unstructure({"type": "Cancel", "message": reason}, "reason")
+    )
     conn = _connection(bind)
     found = (
         target
@@ -450,7 +471,6 @@ def cancel(
     # before their parents. The second sweep catches a Spawn that landed in between.
     note = {"type": "Cancel", "message": f"ancestor {row.id} was cancelled: {reason}"}
     gone = list(store.children.cancel_descendants(conn, [row.id], note, now))
-    error = serialization.dumps({"type": "Cancel", "message": reason})
     if store.instances.cancel(conn, row.id, error, now) is None:
         return False
     gone.extend(store.children.cancel_descendants(conn, [row.id], note, now))
@@ -462,17 +482,25 @@ def cancel(
         freed = store.concurrency.release(conn, [row.concurrency_key], now)
         store.notify.notify(conn, [f.queue for f in freed])
     store.notify.notify_finished(conn, [row.id, *(g.id for g in gone)])
+    details = {"reason": reason, "descendants": len({g.id for g in gone})}
+    store.audit.record(
+        conn, "cancel", target=target, instance_id=row.id, actor=actor, details=details, now=now
+    )
     return True
 
 
-def retry(bind: Bind, target: int | str, *, now: datetime | None = None) -> int:
+def retry(
+    bind: Bind, target: int | str, *, actor: str | None = None, now: datetime | None = None
+) -> int:
     """Run a failed or cancelled instance again from the step it ended at; returns its id.
 
     Attempts start over. Raises :class:`InvalidTransition` for an instance that is not
     failed or cancelled, and :class:`DuplicateInstance` if another unfinished instance
-    has taken its correlation key meanwhile.
+    has taken its correlation key meanwhile. A retry is recorded in the audit table, with
+    ``actor`` (None when not given).
     """
     target = _check_target(target)
+    _check_actor(actor)
     conn = _connection(bind)
     instance_id = store.instances.resolve_read(conn, target)
     if instance_id is None:
@@ -493,6 +521,7 @@ def retry(bind: Bind, target: int | str, *, now: datetime | None = None) -> int:
         )
     store.children.reopen(conn, instance_id, now)  # a parent still joining waits for it again
     store.notify.notify(conn, [row.queue])
+    store.audit.record(conn, "retry", target=target, instance_id=instance_id, actor=actor, now=now)
     return instance_id
 
 
@@ -553,21 +582,60 @@ def _not_found(target: int | str, live: bool) -> str:
 
 
 def _check_queue(name: object) -> str:
-    if not isinstance(name, str) or not name:
-        raise ValidationError(f"a queue name is a non-empty string, got {name!r}")
-    return name
+    return serialization.check_text(name, "a queue name")
 
 
-def pause_queue(bind: Bind, queue: str, *, now: datetime | None = None) -> None:
+def pause_queue(
+    bind: Bind, queue: str, *, actor: str | None = None, now: datetime | None = None
+) -> None:
     """Stop every runner from claiming in ``queue`` (when the caller commits).
 
-    Steps already running finish; nothing new starts until :func:`resume_queue`.
+    Steps already running finish; nothing new starts until :func:`resume_queue`. Recorded
+    in the audit table, with ``actor`` (None when not given).
     """
-    store.queues.set_paused(_connection(bind), _check_queue(queue), True, now)
+    _check_actor(actor)
+    conn = _connection(bind)
+    store.queues.set_paused(conn, _check_queue(queue), True, now)
+    store.audit.record(conn, "pause", target=queue, actor=actor, now=now)
 
 
-def resume_queue(bind: Bind, queue: str, *, now: datetime | None = None) -> None:
-    """Let runners claim in ``queue`` again, and wake them."""
+def resume_queue(
+    bind: Bind, queue: str, *, actor: str | None = None, now: datetime | None = None
+) -> None:
+    """Let runners claim in ``queue`` again, and wake them (recorded like a pause)."""
+    _check_actor(actor)
     conn = _connection(bind)
     store.queues.set_paused(conn, _check_queue(queue), False, now)
     store.notify.notify(conn, [queue])
+    store.audit.record(conn, "resume", target=queue, actor=actor, now=now)
+
+
+def set_queue_limit(
+    bind: Bind,
+    queue: str,
+    limit: int | None,
+    *,
+    actor: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """At most ``limit`` steps of ``queue`` run at once across every runner (None: no
+    global limit, only each runner's own concurrency). Takes effect at the next claim
+    after the caller commits; steps already running finish. Recorded in the audit table.
+    """
+    _check_actor(actor)
+    if limit is not None and not serialization.is_count(limit):
+        raise ValidationError(
+            f"a queue's concurrency limit is an int from 1 to {serialization.MAX_INT32} or "
+            f"None, got {limit!r}"
+        )
+    conn = _connection(bind)
+    store.queues.set_limit(conn, _check_queue(queue), limit, now)
+    store.notify.notify(conn, [queue])
+    store.audit.record(
+        conn, "queue_limit", target=queue, actor=actor, details={"limit": limit}, now=now
+    )
+
+
+def _check_actor(actor: object) -> None:
+    if actor is not None:
+        serialization.check_text(actor, "actor")

@@ -7,7 +7,6 @@ a repeated hour fires once (``cronsim`` follows cron's own rules).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -16,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 from cronsim import CronSim, CronSimError
 
+from gen_durable import serialization
 from gen_durable.errors import ValidationError
 from gen_durable.fsm import Definition, InsertSpec, resolve
 
@@ -59,23 +59,25 @@ class Cron:
             raise ValidationError("a cron expression is a non-empty string")
         try:
             zone = ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
-            raise ValidationError(f"unknown time zone {timezone!r}") from exc
+        except (ZoneInfoNotFoundError, ValueError, TypeError, OSError) as exc:
+            # OSError: a name too long to be a file of the time zone database.
+            raise ValidationError(f"unknown time zone {timezone!r:.80}") from exc
         try:
             CronSim(expression, datetime.now(zone))
         except CronSimError as exc:
-            raise ValidationError(f"malformed cron expression {expression!r}: {exc}") from exc
+            raise ValidationError(f"malformed cron expression {expression!r:.80}: {exc}") from exc
         if catch_up not in ("skip", "last"):
             raise ValidationError(f"catch_up must be 'skip' or 'last', got {catch_up!r}")
-        if (
-            isinstance(grace, bool)
-            or not isinstance(grace, int | float)
-            or not (math.isfinite(grace) and grace >= 0)
-        ):
-            raise ValidationError(f"grace must be seconds >= 0, got {grace!r}")
+        if not serialization.is_seconds(grace):
+            raise ValidationError(
+                f"grace must be seconds from 0 to {serialization.MAX_SECONDS:.0f}, got {grace!r}"
+            )
         target = resolve(cls)
         spec = InsertSpec.build(target, state=state, args=args, queue=queue, priority=priority)
+        if name is not None:
+            serialization.check_text(name, "name")
         label = name or f"{target.name}@{expression}@{timezone}"
+        serialization.check_text(label, "the schedule's name (pass a shorter name=)")
         self.__attrs_init__(expression, target, spec, timezone, label, catch_up, float(grace))
 
     def ticks(self, after: datetime, until: datetime) -> Iterator[datetime]:

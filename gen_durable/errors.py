@@ -32,7 +32,21 @@ class InvalidState(ValidationError):
 
 
 class InvalidPayload(ValidationError):
-    """A payload, state or result is not JSON-serialisable."""
+    """A payload, state or result is not JSON-serialisable, or not storable as jsonb."""
+
+
+class PayloadTooLarge(InvalidPayload):
+    """A payload, state, args or result is over the payload limit (default 1 MiB).
+
+    ``size`` and ``limit`` are in bytes of compact UTF-8 JSON; see
+    :func:`gen_durable.serialization.set_payload_limit`.
+    """
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{what} is {size} bytes of JSON, over the payload limit of {limit}")
+        self.what = what
+        self.size = size
+        self.limit = limit
 
 
 class NotFound(DurableError, LookupError):

@@ -29,6 +29,10 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_QUEUE = "default"
 MAX_PRIORITY = 9
 
+HistoryMode = Literal["all", "errors", "none"]
+HISTORY_MODES: tuple[HistoryMode, ...] = ("all", "errors", "none")
+"""What the transition history records: every transition, failing ones, or nothing."""
+
 _registry: dict[str, type[Definition]] = {}
 _RESERVED: frozenset[str] = frozenset()  # filled in below, once Definition exists
 
@@ -58,6 +62,9 @@ class Definition:
     """Per-step token buckets: ``{"charge": RateLimit(100, per=60)}``."""
     timeout: ClassVar[float | None] = None
     """Per-step timeout in seconds: past it the lease is no longer extended."""
+    history: ClassVar[HistoryMode | None] = None
+    """Transitions to record in ``gd_history``: "all", "errors" or "none" (None: the
+    Runner's ``history`` default)."""
     abstract: ClassVar[bool] = False
     """An abstract base class is not registered and cannot be inserted."""
 
@@ -74,8 +81,10 @@ class Definition:
         _validate_options(cls)
         if "name" not in cls.__dict__:
             cls.name = f"{cls.__module__}.{cls.__qualname__}"
-        elif not isinstance(cls.name, str) or not cls.name:
-            raise DefinitionError(f"{cls.__qualname__}: name must be a non-empty string")
+        try:
+            serialization.check_text(cls.name, "name")
+        except ValidationError as exc:
+            raise DefinitionError(f"{cls.__qualname__}: {exc}") from None
         _register(cls)
 
     @classmethod
@@ -167,8 +176,12 @@ class FSM(Definition):
                 "with @step (or set abstract = True)"
             )
         for item in names:
-            if not isinstance(item, str) or not item:
-                raise DefinitionError(f"{cls.__qualname__}: step names are non-empty strings")
+            try:
+                serialization.check_text(item, "a step name")
+            except ValidationError:
+                raise DefinitionError(
+                    f"{cls.__qualname__}: step names are non-empty strings a text column holds"
+                ) from None
             if item in _RESERVED:
                 raise DefinitionError(
                     f"{cls.__qualname__}: {item!r} names an attribute of every FSM; "
@@ -272,32 +285,25 @@ class InsertSpec:
             value = {} if type_ is None or target._gd_kind == "fsm" else None
         what = "args" if target._gd_kind == "job" else "state"
         data = serialization.validate_state(value, type_, what)
-        if correlation_key is not None and (
-            not isinstance(correlation_key, str) or not correlation_key
-        ):
-            raise ValidationError("correlation_key must be a non-empty string")
-        queue = target.queue if queue is None else queue
-        if not isinstance(queue, str) or not queue:
-            raise ValidationError("queue must be a non-empty string")
+        if correlation_key is not None:
+            serialization.check_text(correlation_key, "correlation_key")
+        queue = serialization.check_text(target.queue if queue is None else queue, "queue")
         priority = target.priority if priority is None else priority
         _check_priority(priority)
         if delay is not None and run_at is not None:
             raise ValidationError("give delay= or run_at=, not both")
-        if delay is not None and (
-            isinstance(delay, bool)
-            or not isinstance(delay, int | float)
-            or not math.isfinite(delay)
-            or delay < 0
-        ):
-            raise ValidationError(f"delay must be seconds >= 0, got {delay!r}")
-        if run_at is not None and (not isinstance(run_at, datetime) or run_at.tzinfo is None):
-            raise ValidationError("run_at must be a timezone-aware datetime")
+        if delay is not None and not serialization.is_seconds(delay):
+            raise ValidationError(
+                f"delay must be seconds from 0 to {serialization.MAX_SECONDS:.0f}, got {delay!r}"
+            )
+        if run_at is not None and not serialization.is_moment(run_at):
+            raise ValidationError("run_at must be a timezone-aware datetime in years 1 to 9999")
         attempts = target.max_attempts if max_attempts is None else max_attempts
         _check_attempts(attempts)
         if concurrency_key is None:
             concurrency_key = concurrency_key_of(target, data)
-        elif not isinstance(concurrency_key, str) or not concurrency_key:
-            raise ValidationError("concurrency_key must be a non-empty string")
+        else:
+            serialization.check_text(concurrency_key, "concurrency_key")
         limit = target.concurrency_limit if concurrency_limit is None else concurrency_limit
         _check_limit(limit)
         bucket = rate_bucket_of(target, target._gd_initial, data)
@@ -327,9 +333,9 @@ def concurrency_key_of(cls: type[Definition], state: JSON) -> str | None:
         key = function(typed)
     except Exception as exc:
         raise ValidationError(f"{cls.name}.concurrency_key failed: {exc!r}") from exc
-    if key is not None and (not isinstance(key, str) or not key):
-        raise ValidationError(f"{cls.name}.concurrency_key must return a non-empty str or None")
-    return key
+    if key is None:
+        return None
+    return serialization.check_text(key, f"the key {cls.name}.concurrency_key returned")
 
 
 def rate_limit_of(cls: type[Definition], step: str) -> RateLimit | None:
@@ -348,12 +354,15 @@ def rate_bucket_of(cls: type[Definition], step: str, state: JSON) -> tuple[str, 
         return None
     typed = serialization.structure(state, cls._gd_state_type)
     scope = step if step in cls.rate_limits else "*"
-    return f"{cls.name}:{scope}:{limit.partition_of(typed)}", limit.weight_of(typed)
+    key = f"{cls.name}:{scope}:{limit.partition_of(typed)}"
+    return serialization.check_text(key, "the rate limit bucket key"), limit.weight_of(typed)
 
 
 def _check_limit(value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(f"concurrency_limit must be an int >= 1, got {value!r}")
+    if not serialization.is_count(value):
+        raise ValidationError(
+            f"concurrency_limit must be an int from 1 to {serialization.MAX_INT32}, got {value!r}"
+        )
 
 
 def _check_priority(value: object) -> None:
@@ -362,8 +371,10 @@ def _check_priority(value: object) -> None:
 
 
 def _check_attempts(value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError(f"max_attempts must be an int >= 1, got {value!r}")
+    if not serialization.is_count(value):
+        raise ValidationError(
+            f"max_attempts must be an int from 1 to {serialization.MAX_INT32}, got {value!r}"
+        )
 
 
 def _validate_options(cls: type[Definition]) -> None:
@@ -373,14 +384,20 @@ def _validate_options(cls: type[Definition]) -> None:
         _check_limit(cls.concurrency_limit)
     except ValidationError as exc:
         raise DefinitionError(f"{cls.__qualname__}: {exc}") from None
-    if not isinstance(cls.queue, str) or not cls.queue:
-        raise DefinitionError(f"{cls.__qualname__}: queue must be a non-empty string")
+    try:
+        serialization.check_text(cls.queue, "queue")
+    except ValidationError as exc:
+        raise DefinitionError(f"{cls.__qualname__}: {exc}") from None
     if cls.timeout is not None and (
         not isinstance(cls.timeout, int | float)
         or not math.isfinite(cls.timeout)
         or cls.timeout <= 0
     ):
         raise DefinitionError(f"{cls.__qualname__}: timeout must be seconds > 0")
+    if cls.history is not None and cls.history not in HISTORY_MODES:
+        raise DefinitionError(
+            f"{cls.__qualname__}: history must be one of {', '.join(HISTORY_MODES)} or None"
+        )
     if cls.rate_limit is not None and not isinstance(cls.rate_limit, RateLimit):
         raise DefinitionError(f"{cls.__qualname__}: rate_limit must be a RateLimit")
     for step_name, limit in dict(cls.rate_limits).items():

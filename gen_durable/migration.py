@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import alembic.context
 import alembic.op
@@ -36,6 +36,7 @@ from gen_durable import models
 from gen_durable.errors import ConfigurationError
 from gen_durable.migrations import (
     NESTED_ATTRIBUTE,
+    ON_STEP_ATTRIBUTE,
     SCHEMA_ATTRIBUTE,
     SCRIPT_LOCATION,
     VERSION_TABLE,
@@ -56,6 +57,7 @@ __all__ = [
     "downgrade_bind",
     "head",
     "script_directory",
+    "steps",
     "upgrade",
     "upgrade_bind",
 ]
@@ -106,24 +108,52 @@ def current(bind: Engine | Connection, schema: str | None = None) -> str | None:
 
 
 def upgrade_bind(
-    bind: Engine | Connection, revision: str = "heads", schema: str | None = None
+    bind: Engine | Connection,
+    revision: str = "heads",
+    schema: str | None = None,
+    *,
+    on_step: Callable[[str], None] | None = None,
 ) -> None:
     """Upgrade the gen_durable schema to ``revision`` on ``bind``.
 
     An Engine gets a connection and a transaction of its own, committed on success. A
     Connection already in a transaction is used as is and the caller commits; one that is
-    not gets a transaction, committed on success.
+    not gets a transaction, committed on success. ``on_step`` is called with each
+    revision once it is applied (in the transaction: for progress output).
     """
     with _alembic_lock, _connection(bind, begin=True) as conn:
-        command.upgrade(config(schema, conn), revision)
+        command.upgrade(_with_steps(config(schema, conn), on_step), revision)
 
 
 def downgrade_bind(
-    bind: Engine | Connection, revision: str = "base", schema: str | None = None
+    bind: Engine | Connection,
+    revision: str = "base",
+    schema: str | None = None,
+    *,
+    on_step: Callable[[str], None] | None = None,
 ) -> None:
     """Downgrade the gen_durable schema to ``revision`` on ``bind`` (default: drop all)."""
     with _alembic_lock, _connection(bind, begin=True) as conn:
-        command.downgrade(config(schema, conn), revision)
+        command.downgrade(_with_steps(config(schema, conn), on_step), revision)
+
+
+def steps(current: str | None, revision: str, *, downgrade: bool = False) -> int | None:
+    """How many revision steps going from ``current`` to ``revision`` applies (None: unknown)."""
+    upper, lower = (current or "base", revision) if downgrade else (revision, current or "base")
+    try:
+        return len(list(script_directory().iterate_revisions(upper, lower)))
+    except Exception:  # a relative or unknown revision: alembic will say what is wrong
+        return None
+
+
+def _with_steps(cfg: Config, on_step: Callable[[str], None] | None) -> Config:
+    if on_step is not None:
+
+        def applied(*, step: Any, **_: Any) -> None:
+            on_step(step.up_revision_id)  # the revision applied, or the one undone
+
+        cfg.attributes[ON_STEP_ATTRIBUTE] = applied
+    return cfg
 
 
 def upgrade(revision: str = "heads", schema: str | None = None) -> None:

@@ -7,6 +7,7 @@ Lease and heartbeat columns are deliberately unindexed so that those updates are
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Any, cast
@@ -30,6 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from gen_durable.errors import ValidationError
 
 SCHEMA_TOKEN = "gen_durable"
 """The schema name written in the models; translated to the configured schema."""
@@ -230,12 +233,20 @@ class RateBucket(Base):
 
 
 class QueueRow(Base):
-    """Operator settings of a queue that every runner obeys (pause/resume)."""
+    """Operator settings of a queue that every runner obeys (pause/resume, a global
+    concurrency limit)."""
 
     __tablename__ = "gd_queues"
+    __table_args__ = (
+        CheckConstraint(
+            "concurrency_limit IS NULL OR concurrency_limit >= 1",
+            name="concurrency_limit_positive",
+        ),
+    )
 
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     paused: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    concurrency_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
 
 
@@ -260,6 +271,52 @@ class CronTick(Base):
     fired_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
 
 
+class HistoryRow(Base):
+    """One committed step transition, when the class's history setting records it.
+
+    Written in the transaction of the transition itself; deleted with its instance by GC.
+    """
+
+    __tablename__ = "gd_history"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    instance_id: Mapped[int] = mapped_column(BigInteger)
+    fsm: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    """The instance's transition number when the step ran (its idempotency key's)."""
+    attempt: Mapped[int] = mapped_column(Integer)
+    from_step: Mapped[str] = mapped_column(Text)
+    to_step: Mapped[str | None] = mapped_column(Text)
+    """The step the instance goes on with; None when the transition finished it."""
+    kind: Mapped[str] = mapped_column(Text)
+    """The outcome: next, await, sleep, spawn, rate_limited, retry, done, fail, cancel, error."""
+    status: Mapped[str] = mapped_column(Text)
+    """The status the transition wrote (available, scheduled, awaiting, done, ...)."""
+    duration_ms: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    """Type, message and traceback of a step that raised (clipped), or a Fail's reason."""
+    at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+    # No foreign key: its check would cost every insert a lookup; GC deletes the rows of
+    # the instances it deletes in the same statement.
+    __table_args__ = (Index("ix_gd_history_instance", "instance_id", "id"),)
+
+
+class AuditRow(Base):
+    """An operator action (retry, cancel, pause, prune, ...): who did what, and when."""
+
+    __tablename__ = "gd_audit"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    action: Mapped[str] = mapped_column(Text)
+    target: Mapped[str | None] = mapped_column(Text)
+    """What the action named: an instance id or correlation key, or a queue."""
+    instance_id: Mapped[int | None] = mapped_column(BigInteger)
+    actor: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[Any | None] = mapped_column(JSONB)
+
+
 instances = cast(Table, Instance.__table__)
 signals = cast(Table, SignalRow.__table__)
 nodes = cast(Table, Node.__table__)
@@ -267,17 +324,35 @@ leaders = cast(Table, Leader.__table__)
 queues = cast(Table, QueueRow.__table__)
 rate_buckets = cast(Table, RateBucket.__table__)
 cron_ticks = cast(Table, CronTick.__table__)
+history = cast(Table, HistoryRow.__table__)
+audit = cast(Table, AuditRow.__table__)
 metadata = Base.metadata
 
 _schema = SCHEMA_TOKEN
 
 
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,53}")
+
+
+def validate_schema_name(name: object) -> str:
+    """Return ``name`` if it can name the gen_durable schema, else raise ValidationError.
+
+    A plain identifier: a letter or ``_``, then letters, digits and ``_``, at most 54 in
+    all, so that its notification channels (``<schema>_wakeup``, ``<schema>_finished``)
+    fit PostgreSQL's 63-byte names. The name is quoted wherever it reaches SQL anyway.
+    """
+    if not isinstance(name, str) or not _SCHEMA_NAME.fullmatch(name):
+        raise ValidationError(
+            "schema must be a plain identifier (a letter or _, then letters, digits or _; "
+            f"at most 54 characters), got {name!r:.80}"
+        )
+    return name
+
+
 def configure_schema(name: str) -> None:
     """Set the PostgreSQL schema that holds the gen_durable tables (process-wide)."""
-    if not isinstance(name, str) or not name or len(name) > 63:
-        raise ValueError("schema must be a non-empty identifier of at most 63 characters")
     global _schema
-    _schema = name
+    _schema = validate_schema_name(name)
 
 
 def schema_name() -> str:

@@ -1,18 +1,20 @@
 """What a step returns: the outcome contract of DESIGN.md section 2.
 
 Every outcome is a frozen attrs class. ``state=`` omitted (:data:`KEEP`) means
-"``ctx.state`` as it is now", so in-place changes to ``ctx.state`` are kept.
+"``ctx.state`` as it is now", so in-place changes to ``ctx.state`` are kept. Constructors
+raise :class:`~gen_durable.errors.ValidationError` (a ``ValueError``) for an argument the
+engine could not store, so a bad outcome fails in the step that built it.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Final, Literal, TypeAlias
 
 import attrs
 
+from gen_durable import serialization
 from gen_durable.errors import ValidationError
 from gen_durable.fsm import InsertSpec
 from gen_durable.types import JSON
@@ -35,24 +37,36 @@ KEEP: Final = _Keep()
 
 
 def _non_negative(_inst: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and (not math.isfinite(value) or value < 0):
-        raise ValueError(f"{attribute.name} must be a finite number >= 0, got {value!r}")
+    if value is not None and not serialization.is_seconds(value):
+        raise ValidationError(
+            f"{attribute.name} must be a number of seconds from 0 to "
+            f"{serialization.MAX_SECONDS:.0f}, got {value!r}"
+        )
+
+
+def _step_name(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    serialization.check_text(value, f"{attribute.name} (a step name)")
+
+
+def _reason(_inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str):
+        raise ValidationError(f"{attribute.name} must be a string, got {type(value).__name__}")
 
 
 @attrs.frozen
 class Next:
     """Commit, then run ``step`` (after ``delay`` seconds, or at ``run_at``)."""
 
-    step: str
+    step: str = attrs.field(validator=_step_name)
     state: Any = KEEP
     delay: float | None = attrs.field(default=None, validator=_non_negative)
     run_at: datetime | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.delay is not None and self.run_at is not None:
-            raise ValueError("give delay or run_at, not both")
-        if self.run_at is not None and self.run_at.tzinfo is None:
-            raise ValueError("run_at must be timezone-aware")
+            raise ValidationError("give delay or run_at, not both")
+        if self.run_at is not None and not serialization.is_moment(self.run_at):
+            raise ValidationError("run_at must be a timezone-aware datetime in years 1 to 9999")
 
 
 @attrs.frozen(init=False)
@@ -84,16 +98,19 @@ class Await:
         on_timeout: str | None = None,
     ) -> None:
         if not signals:
-            raise ValueError("Await needs at least one signal name")
+            raise ValidationError("Await needs at least one signal name")
         for name in signals:
-            if not isinstance(name, str) or not name:
-                raise ValueError(f"signal names are non-empty strings, got {name!r}")
-        if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise ValueError(f"limit must be a positive int, got {limit!r}")
-        if timeout is not None and (not math.isfinite(timeout) or timeout < 0):
-            raise ValueError(f"timeout must be a finite number >= 0, got {timeout!r}")
+            serialization.check_signal_name(name, "signal names")
+        _step_name(self, attrs.fields(Await).then, then)
+        if on_timeout is not None:
+            _step_name(self, attrs.fields(Await).on_timeout, on_timeout)
+        if limit is not None and not serialization.is_count(limit):
+            raise ValidationError(
+                f"limit must be an int from 1 to {serialization.MAX_INT32}, got {limit!r}"
+            )
+        _non_negative(self, attrs.fields(Await).timeout, timeout)
         if on_timeout is not None and timeout is None:
-            raise ValueError("on_timeout needs a timeout")
+            raise ValidationError("on_timeout needs a timeout")
         self.__attrs_init__(
             tuple(dict.fromkeys(signals)), then, state, all, limit, timeout, on_timeout
         )
@@ -117,11 +134,11 @@ class Sleep:
         state: Any = KEEP,
     ) -> None:
         if (seconds is None) == (until is None):
-            raise ValueError("Sleep takes seconds or until=, exactly one")
-        if seconds is not None:
-            _non_negative(self, attrs.fields(Sleep).seconds, seconds)
-        if until is not None and until.tzinfo is None:
-            raise ValueError("until must be timezone-aware")
+            raise ValidationError("Sleep takes seconds or until=, exactly one")
+        _non_negative(self, attrs.fields(Sleep).seconds, seconds)
+        if until is not None and not serialization.is_moment(until):
+            raise ValidationError("until must be a timezone-aware datetime in years 1 to 9999")
+        _step_name(self, attrs.fields(Sleep).then, then)
         self.__attrs_init__(seconds, until, then, state)
 
 
@@ -173,8 +190,7 @@ class Spawn:
         if len(keys) != len(set(keys)):
             dup = next(k for k in keys if keys.count(k) > 1)
             raise ValidationError(f"correlation key {dup!r} appears twice in one Spawn")
-        if not isinstance(then, str) or not then:
-            raise ValidationError(f"then must name a step, got {then!r}")
+        _step_name(self, attrs.fields(Spawn).then, then)
         if on_failure not in ON_FAILURE:
             raise ValidationError(
                 f"on_failure must be one of {', '.join(ON_FAILURE)}, got {on_failure!r}"
@@ -193,14 +209,14 @@ class Done:
 class Fail:
     """Finished as failed, without retry."""
 
-    reason: str = "failed"
+    reason: str = attrs.field(default="failed", validator=_reason)
 
 
 @attrs.frozen
 class Cancel:
     """Finished as cancelled."""
 
-    reason: str = "cancelled"
+    reason: str = attrs.field(default="cancelled", validator=_reason)
 
 
 @attrs.frozen

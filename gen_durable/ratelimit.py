@@ -49,6 +49,8 @@ class RateLimit:
         rate = _positive("rate", rate)
         per = _positive("per", per)
         burst = rate if burst is None else _positive("burst", burst)
+        if not 0 < rate / per < math.inf:  # the refill arithmetic divides by it
+            raise DefinitionError(f"RateLimit rate / per must be a usable rate, got {rate / per}")
         for name, fn in (("partition", partition), ("weight", weight)):
             if fn is not None and not callable(fn):
                 raise DefinitionError(f"RateLimit {name} must be a function of the state")

@@ -54,6 +54,11 @@ class Runner:
 
     ``max_children`` caps how many children one ``Spawn`` may insert (they are written in
     one transaction); a step that spawns more fails its attempt with ``InvalidOutcome``.
+
+    ``history`` is what the transition history (``gd_history``) records for classes that
+    do not set their own ``history`` option: ``"all"``, ``"errors"`` (steps that raised or
+    returned ``Fail``) or ``"none"``. It is ``"none"`` by default because each recorded
+    commit group costs one more INSERT (its WAL and a statement) in the hot path.
     """
 
     def __init__(
@@ -76,10 +81,15 @@ class Runner:
         max_children: int = DEFAULT_MAX_CHILDREN,
         cron: Iterable[Cron] = (),
         leader_ttl: float = 15.0,
+        history: registry.HistoryMode = "none",
     ) -> None:
         self.queues = _validate_queues(queues if queues is not None else {"default": 10})
         if isinstance(max_children, bool) or not isinstance(max_children, int) or max_children < 1:
             raise ConfigurationError(f"max_children must be an int >= 1, got {max_children!r}")
+        if history not in registry.HISTORY_MODES:
+            raise ConfigurationError(
+                f"history must be one of {', '.join(registry.HISTORY_MODES)}, got {history!r}"
+            )
         _positive(lease=lease, poll_interval=poll_interval, gc_interval=gc_interval)
         _non_negative(grace=grace, gc_retention=gc_retention)
         heartbeat = lease / 3 if heartbeat is None else heartbeat
@@ -106,6 +116,7 @@ class Runner:
             on_committed=self._on_committed,
             observer=observer,
             max_children=max_children,
+            history=history,
         )
         total = sum(self.queues.values())
         self._pool = WorkerPool(total)
@@ -307,7 +318,7 @@ class Runner:
             if item.status != "available":
                 continue
             dispatcher = self.dispatchers.get(item.queue)
-            if dispatcher is not None and dispatcher.running < dispatcher.concurrency:
+            if dispatcher is not None and dispatcher.has_room():
                 dispatcher.wake()
             else:
                 others.add(item.queue)

@@ -7,6 +7,7 @@ after a finishing commit, and polling covers a missed notification.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -25,15 +26,18 @@ def result(
     *,
     timeout: float | None = None,
     poll_interval: float = 1.0,
+    listen: bool = True,
 ) -> JSON:
     """Block until the instance finishes; return its result or raise its failure.
 
     ``target`` is an id or a correlation key (its unfinished instance, else the newest
     finished one). Raises :class:`~gen_durable.errors.InstanceFailed` if it finished as
     failed or cancelled, :class:`~gen_durable.errors.ResultTimeout` after ``timeout``
-    seconds, :class:`~gen_durable.errors.NotFound` if nothing matches.
+    seconds, :class:`~gen_durable.errors.NotFound` if nothing matches. ``listen=False``
+    polls only (every ``poll_interval`` seconds), for an engine behind PgBouncer in
+    transaction pooling, where LISTEN cannot work.
     """
-    snap = wait(engine, target, timeout=timeout, poll_interval=poll_interval)
+    snap = wait(engine, target, timeout=timeout, poll_interval=poll_interval, listen=listen)
     if snap.status != "done":
         raise InstanceFailed(snap.id, snap.status.value, snap.error)
     return snap.result
@@ -45,15 +49,20 @@ def wait(
     *,
     timeout: float | None = None,
     poll_interval: float = 1.0,
+    listen: bool = True,
 ) -> InstanceSnapshot:
-    """Block until the instance is finished; return its final snapshot."""
+    """Block until the instance is finished; return its final snapshot (``listen`` as
+    for :func:`result`)."""
     if timeout is not None and not timeout >= 0:
         raise ValidationError(f"timeout must be seconds >= 0, got {timeout!r}")
     if not poll_interval > 0:
         raise ValidationError(f"poll_interval must be > 0, got {poll_interval!r}")
     deadline = None if timeout is None else time.monotonic() + timeout
-    with psycopg.connect(libpq_dsn(engine), autocommit=True) as listener:
-        store.notify.listen(listener, models.schema_name(), finished=True)
+    with contextlib.ExitStack() as stack:
+        listener = None
+        if listen:
+            listener = stack.enter_context(psycopg.connect(libpq_dsn(engine), autocommit=True))
+            store.notify.listen(listener, models.schema_name(), finished=True)
         while True:
             snap = _read(engine, target)
             if snap.finished:
@@ -62,7 +71,10 @@ def wait(
             if remaining is not None and remaining <= 0:
                 raise ResultTimeout(f"instance {snap.id} is still {snap.status.value}")
             pause = poll_interval if remaining is None else min(poll_interval, remaining)
-            _await_finish(listener, snap.id, pause)
+            if listener is None:
+                time.sleep(pause)
+            else:
+                _await_finish(listener, snap.id, pause)
 
 
 def _read(engine: Engine, target: int | str) -> InstanceSnapshot:

@@ -61,6 +61,13 @@ def scalar(engine: Engine, sql: str, **params: object) -> object:
         return conn.execute(text(sql), params).scalar()
 
 
+def count(engine: Engine, sql: str, **params: object) -> int:
+    """An integer (a ``count(*)``) from a test-only query."""
+    value = scalar(engine, sql, **params)
+    assert isinstance(value, int), f"not an integer: {value!r}"
+    return value
+
+
 def backend_waiting_on_lock(engine: Engine, timeout: float = 10.0) -> None:
     """Wait until some backend of this database is blocked on a lock (forces interleavings)."""
 
@@ -85,15 +92,34 @@ class RunnerProcesses:
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start one; return once it printed ``ready`` (its Runner is about to run)."""
+        proc = self.spawn(*args, env=env)
+        self.wait_ready(proc)
+        return proc
+
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start one without waiting for it (see :meth:`wait_ready`)."""
         proc = subprocess.Popen(
             [sys.executable, "-m", self.module, self.url, *args],
             env={**os.environ, "PYTHONPATH": str(TESTS), **(env or {})},
             stdout=subprocess.PIPE,
         )
         self.procs.append(proc)
+        return proc
+
+    @staticmethod
+    def wait_ready(proc: subprocess.Popen[bytes]) -> None:
+        """Block until ``proc`` printed ``ready``."""
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == b"ready"
-        return proc
+
+    def start_many(
+        self, count: int, *args: str, env: dict[str, str] | None = None
+    ) -> list[subprocess.Popen[bytes]]:
+        """Start ``count`` side by side (their start-ups overlap); return once all are ready."""
+        procs = [self.spawn(*args, env=env) for _ in range(count)]
+        for proc in procs:
+            self.wait_ready(proc)
+        return procs
 
     def stop_all(self) -> None:
         """Kill what still runs and reap every process."""

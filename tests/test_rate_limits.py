@@ -15,7 +15,9 @@ from support import scalar, snapshot, wait_until
 
 import gen_durable as durable
 from gen_durable import FSM, Done, Job, RateLimit, RateLimited, Runner, store
+from gen_durable.decide import StepSnapshot, decide
 from gen_durable.errors import DefinitionError, RateLimitedError, ValidationError
+from gen_durable.store.transitions import Transition
 
 FAST = {"lease": 5.0, "poll_interval": 0.1, "grace": 2.0}
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -107,6 +109,17 @@ def test_a_weighted_step_takes_its_weight_and_waiting_uses_no_attempt(engine: En
     assert _claim(engine, T0 + timedelta(seconds=1)) == [light]
 
 
+def test_instances_waiting_on_a_bucket_are_given_their_place_in_line(engine: Engine) -> None:
+    """Regression: every candidate a claim could not pay for was told to come back when
+    the first token would be there; all came back at once and all but one waited again."""
+    with Session(engine) as s, s.begin():
+        ids = durable.insert_all(s, [Priced.new(state={"cost": 4}) for _ in range(5)])
+    assert _claim(engine, T0) == ids[:2]  # the burst of 10 pays for two of weight 4
+    waits = [snapshot(engine, i).run_at - T0 for i in ids[2:]]
+    # 2 tokens left, 1 per second: the third needs 2 more, the fourth 6, the fifth 10.
+    assert waits == [timedelta(seconds=2), timedelta(seconds=6), timedelta(seconds=10)]
+
+
 class Remote(FSM):
     name = "rl.Remote"
     steps = ("call",)
@@ -157,6 +170,40 @@ def test_the_debt_holds_back_every_instance_of_the_partition(engine: Engine) -> 
     with engine.begin() as conn:
         store.maintenance.stage_due(conn, 10, T0 + timedelta(seconds=5))
     assert _claim(engine, T0 + timedelta(seconds=5)) == [iid]
+
+
+def test_refusals_of_one_bucket_in_one_commit_group_become_one_debt(engine: Engine) -> None:
+    """Regression: two RateLimited outcomes of the same partition committed together made
+    the debt upsert touch its row twice, and the group could never commit."""
+    with Session(engine) as s, s.begin():
+        ids = durable.insert_all(s, [Remote.new(state={"tenant": "t"}) for _ in range(2)])
+    with engine.begin() as conn:
+        rows = store.leases.claim(conn, "default", [Remote.name], 10, "n", 30, T0)
+    assert sorted(r.id for r in rows) == sorted(ids)
+    transitions = [
+        Transition(
+            r.id,
+            r.lease_token,
+            r.version,
+            decide(
+                StepSnapshot(r.id, r.fsm, r.step, ("call",), r.attempt, r.max_attempts),
+                RateLimited(wait),
+                r.state,
+            ),
+            rate_key="rl.Remote:*:t",
+            rate_weight=1.0,
+        )
+        for r, wait in zip(rows, (2.0, 5.0), strict=True)
+    ]
+    with engine.begin() as conn:
+        landed = store.transitions.commit(conn, transitions, T0)
+    assert set(landed) == set(ids)
+    until = scalar(
+        engine,
+        "SELECT debt_until FROM gen_durable.gd_rate_buckets WHERE key = :k",
+        k="rl.Remote:*:t",
+    )
+    assert until == T0 + timedelta(seconds=5)  # the longest wait
 
 
 def test_bad_rate_limits_raise_typed_errors(session: Session) -> None:

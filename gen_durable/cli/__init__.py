@@ -17,6 +17,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
 from gen_durable import migration, models
+from gen_durable.cli.operator import interactive, progress
 from gen_durable.migrations import validate_schema
 
 EXIT_UNREACHABLE = 3
@@ -129,10 +130,18 @@ def migrate(
             raise click.UsageError("no database: pass --dsn or set GEN_DURABLE_DSN")
         with open_engine(dsn) as engine:
             before = migration.current(engine, schema)
-            if downgrade_to is not None:
-                migration.downgrade_bind(engine, downgrade_to, schema)
-            else:
-                migration.upgrade_bind(engine, revision, schema)
+            down = downgrade_to is not None
+            total = (
+                migration.steps(before, downgrade_to or revision, downgrade=down)
+                if interactive()
+                else None
+            )
+            with progress(total, "migrating", shown=total is not None) as advance:
+                step = None if total is None else lambda _rev: advance(1)
+                if downgrade_to is not None:
+                    migration.downgrade_bind(engine, downgrade_to, schema, on_step=step)
+                else:
+                    migration.upgrade_bind(engine, revision, schema, on_step=step)
             after = migration.current(engine, schema)
     except CommandError as e:
         # Alembic's own complaints are about the revision argument.
@@ -154,6 +163,6 @@ def _print_sql(schema: str, revision: str, downgrade_to: str | None) -> None:
 
 
 # The other commands register themselves on ``main`` when imported.
-from gen_durable.cli import instances, why, worker  # noqa: E402
+from gen_durable.cli import history, instances, why, worker  # noqa: E402
 
-__all__ = ["instances", "main", "why", "worker"]
+__all__ = ["history", "instances", "main", "why", "worker"]

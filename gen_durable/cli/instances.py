@@ -1,4 +1,5 @@
-"""Operator commands on instances: ls, show, signal, cancel, retry, prune, stats."""
+"""Operator commands on instances: ls, show, signal, cancel, retry, prune, stats, pause,
+resume."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from gen_durable import api, models, store
 from gen_durable.cli import dsn_option, main, open_engine
+from gen_durable.cli.operator import actor_option, interactive, progress
 from gen_durable.errors import DurableError
 from gen_durable.types import InstanceSnapshot
 
@@ -104,19 +106,31 @@ def _snapshot_json(snap: InstanceSnapshot) -> dict[str, Any]:
 @main.command()
 @dsn_option
 @click.argument("target")
+@click.option(
+    "--history",
+    "history_limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(0, 10_000),
+    help="How many of the last recorded transitions to show (0: none).",
+)
 @json_option
-def show(dsn: str | None, target: str, as_json: bool) -> None:
-    """Show one instance (by ID or correlation KEY): state, step, errors, signals."""
+def show(dsn: str | None, target: str, history_limit: int, as_json: bool) -> None:
+    """Show one instance (by ID or correlation KEY): state, step, errors, signals, and
+    its last transitions when history is recorded for its class."""
     with open_engine(dsn) as engine, engine.connect() as conn:
         try:
             data = _snapshot_json(api.get(conn, _target(target)))
         except DurableError as exc:
             raise _fail(exc) from exc
+        rows = store.history.of_instance(conn, data["id"], history_limit) if history_limit else []
+    data["history"] = [_history_json(r) for r in rows]
     if as_json:
         _emit(data)
         return
     error = data.pop("error")
     signals = data.pop("signals")
+    history = data.pop("history")
     for key, value in data.items():
         shown = json.dumps(value, default=str) if isinstance(value, dict | list) else value
         click.echo(f"{key:>16}: {'' if shown is None else shown}")
@@ -128,6 +142,33 @@ def show(dsn: str | None, target: str, as_json: bool) -> None:
     for s in signals:
         state = "consumed" if s["consumed_at"] else "pending"
         click.echo(f"{'':>18}#{s['id']} {s['name']} ({state}) {json.dumps(s['payload'])}")
+    if history:
+        click.echo(f"{'history':>16}: last {len(history)} recorded transition(s)")
+        for h in history:
+            goes = h["to_step"] if h["to_step"] is not None else h["status"]
+            click.echo(
+                f"{'':>18}{h['at']:%Y-%m-%d %H:%M:%S} {h['from_step']} -> {goes} "
+                f"[{h['kind']}] attempt {h['attempt']}, {h['duration_ms']:.1f} ms"
+            )
+            if h["error"]:
+                click.echo(f"{'':>20}{h['error'].splitlines()[0]}")
+
+
+def _history_json(row: Any) -> dict[str, Any]:
+    return {
+        key: getattr(row, key)
+        for key in (
+            "at",
+            "version",
+            "attempt",
+            "from_step",
+            "to_step",
+            "kind",
+            "status",
+            "duration_ms",
+            "error",
+        )
+    }
 
 
 @main.command(name="signal")
@@ -136,6 +177,7 @@ def show(dsn: str | None, target: str, as_json: bool) -> None:
 @click.argument("name")
 @click.argument("payload", required=False, default="null")
 @click.option("--idempotency-key", default=None)
+@actor_option
 @json_option
 def signal_command(
     dsn: str | None,
@@ -143,6 +185,7 @@ def signal_command(
     name: str,
     payload: str,
     idempotency_key: str | None,
+    actor: str,
     as_json: bool,
 ) -> None:
     """Send signal NAME with a JSON PAYLOAD to an instance (ID or correlation KEY)."""
@@ -152,7 +195,9 @@ def signal_command(
         raise click.BadParameter(f"not JSON: {exc}", param_hint="PAYLOAD") from exc
     with open_engine(dsn) as engine, Session(engine) as s, s.begin():
         try:
-            sent = api.signal(s, _target(target), name, body, idempotency_key=idempotency_key)
+            sent = api.signal(
+                s, _target(target), name, body, idempotency_key=idempotency_key, actor=actor
+            )
         except DurableError as exc:
             raise _fail(exc) from exc
     result = {
@@ -171,11 +216,12 @@ def signal_command(
 @dsn_option
 @click.argument("target")
 @click.option("--reason", default="cancelled by operator", show_default=True)
-def cancel(dsn: str | None, target: str, reason: str) -> None:
+@actor_option
+def cancel(dsn: str | None, target: str, reason: str, actor: str) -> None:
     """Cancel an unfinished instance (a running step's commit is fenced out)."""
     with open_engine(dsn) as engine, Session(engine) as s, s.begin():
         try:
-            done = api.cancel(s, _target(target), reason)
+            done = api.cancel(s, _target(target), reason, actor=actor)
         except DurableError as exc:
             raise _fail(exc) from exc
     click.echo("cancelled" if done else "already finished: nothing to cancel")
@@ -184,11 +230,12 @@ def cancel(dsn: str | None, target: str, reason: str) -> None:
 @main.command()
 @dsn_option
 @click.argument("target")
-def retry(dsn: str | None, target: str) -> None:
+@actor_option
+def retry(dsn: str | None, target: str, actor: str) -> None:
     """Run a failed or cancelled instance again from the step it ended at."""
     with open_engine(dsn) as engine, Session(engine) as s, s.begin():
         try:
-            instance_id = api.retry(s, _target(target))
+            instance_id = api.retry(s, _target(target), actor=actor)
         except DurableError as exc:
             raise _fail(exc) from exc
     click.echo(f"instance {instance_id} is runnable again")
@@ -203,16 +250,42 @@ def retry(dsn: str | None, target: str) -> None:
     show_default=True,
     help="Seconds since an instance finished.",
 )
-def prune(dsn: str | None, older_than: float) -> None:
-    """Delete finished instances (and their signals) that finished long enough ago."""
+@click.option(
+    "--batch",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Instances deleted per transaction.",
+)
+@actor_option
+def prune(dsn: str | None, older_than: float, batch: int, actor: str) -> None:
+    """Delete finished instances (with their signals and history) that finished long
+    enough ago, a batch per transaction.
+
+    One audit row records the prune; each batch adds what it deleted to it, in its own
+    transaction, so the row counts exactly what was deleted.
+    """
     total = 0
+    shown = interactive()
     with open_engine(dsn) as engine:
-        while True:
-            with engine.begin() as conn:
-                deleted = store.maintenance.collect_garbage(conn, older_than, 1000, None)
-            total += deleted
-            if deleted < 1000:
-                break
+        due = None
+        if shown:
+            with engine.connect() as conn:
+                due = store.maintenance.count_garbage(conn, older_than, None)
+        audit_id = None
+        with progress(due, "pruning", shown=shown) as advance:
+            while True:
+                with engine.begin() as conn:
+                    deleted = store.maintenance.collect_garbage(conn, older_than, batch, None)
+                    if audit_id is None:
+                        details = {"older_than": older_than, "deleted": deleted}
+                        audit_id = store.audit.record(conn, "prune", actor=actor, details=details)
+                    elif deleted:
+                        store.audit.add_count(conn, audit_id, "deleted", deleted)
+                total += deleted
+                advance(deleted)
+                if deleted < batch:
+                    break
     click.echo(f"pruned {total} finished instance(s)")
 
 
@@ -232,18 +305,38 @@ def stats(dsn: str | None, as_json: bool) -> None:
 @main.command()
 @dsn_option
 @click.argument("queue")
-def pause(dsn: str | None, queue: str) -> None:
+@actor_option
+def pause(dsn: str | None, queue: str, actor: str) -> None:
     """Pause QUEUE on every runner (running steps finish, nothing new starts)."""
     with open_engine(dsn) as engine, Session(engine) as s, s.begin():
-        api.pause_queue(s, queue)
+        api.pause_queue(s, queue, actor=actor)
     click.echo(f"queue {queue!r} paused")
 
 
 @main.command()
 @dsn_option
 @click.argument("queue")
-def resume(dsn: str | None, queue: str) -> None:
+@actor_option
+def resume(dsn: str | None, queue: str, actor: str) -> None:
     """Resume QUEUE on every runner."""
     with open_engine(dsn) as engine, Session(engine) as s, s.begin():
-        api.resume_queue(s, queue)
+        api.resume_queue(s, queue, actor=actor)
     click.echo(f"queue {queue!r} resumed")
+
+
+@main.command()
+@dsn_option
+@click.argument("queue")
+@click.argument("limit")
+@actor_option
+def limit(dsn: str | None, queue: str, limit: str, actor: str) -> None:
+    """At most LIMIT steps of QUEUE run at once across every runner ('none': no limit)."""
+    if limit.lower() == "none":
+        value = None
+    elif limit.isdigit():
+        value = int(limit)
+    else:
+        raise click.BadParameter(f"an int >= 1 or 'none', got {limit!r}", param_hint="LIMIT")
+    with open_engine(dsn) as engine, Session(engine) as s, s.begin():
+        api.set_queue_limit(s, queue, value, actor=actor)
+    click.echo(f"queue {queue!r}: " + ("no global limit" if value is None else f"limit {value}"))

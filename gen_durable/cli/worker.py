@@ -62,7 +62,12 @@ def _load(spec: str) -> Any:
 @click.option("--lease", default=30.0, show_default=True, type=float)
 @click.option("--poll-interval", default=1.0, show_default=True, type=float)
 @click.option("--grace", default=30.0, show_default=True, type=float)
-@click.option("--no-listen", is_flag=True, help="Poll only (e.g. behind PgBouncer).")
+@click.option(
+    "--no-listen",
+    is_flag=True,
+    help="Poll only, for PgBouncer in transaction pooling mode: no LISTEN connection, and "
+    "the engine made from --dsn sends no server-side prepared statements.",
+)
 @click.option("-v", "--verbose", is_flag=True)
 def run(
     dsn: str | None,
@@ -93,7 +98,12 @@ def run(
             raise click.BadParameter(f"{app} is not a SQLAlchemy Engine", param_hint="--app")
     elif dsn:
         size = sum(wanted.values()) + len(wanted) + SERVICE_CONNECTIONS
-        engine = create_engine(sqlalchemy_url(dsn), pool_size=size, max_overflow=0)
+        # A server-side prepared statement outlives the transaction that made it, and
+        # PgBouncer hands the next transaction to whichever server connection is free.
+        connect_args = {"prepare_threshold": None} if no_listen else {}
+        engine = create_engine(
+            sqlalchemy_url(dsn), pool_size=size, max_overflow=0, connect_args=connect_args
+        )
     else:
         raise click.UsageError("no database: pass --dsn, --app or set GEN_DURABLE_DSN")
     runner = Runner(

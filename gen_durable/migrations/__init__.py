@@ -30,6 +30,10 @@ SCHEMA_ATTRIBUTE = "gd_schema"
 NESTED_ATTRIBUTE = "gd_nested"
 """Key in ``Config.attributes`` set when running inside a user's migration."""
 
+ON_STEP_ATTRIBUTE = "gd_on_step"
+"""Key in ``Config.attributes`` of a callable run after each revision step is applied
+(alembic's ``on_version_apply``, inside the migration's transaction): progress output."""
+
 SCRIPT_LOCATION = Path(__file__).resolve().parent
 """This directory: ``env.py``, ``script.py.mako`` and ``versions/``."""
 
@@ -52,12 +56,9 @@ def target_schema() -> str:
 
 
 def validate_schema(name: object) -> str:
-    """Return ``name`` if it can name a PostgreSQL schema, else raise ``ValueError``."""
-    if not isinstance(name, str) or not name or len(name) > 63:
-        raise ValueError(
-            f"schema must be a non-empty identifier of at most 63 characters, got {name!r}"
-        )
-    return name
+    """Return ``name`` if it can name the gen_durable schema, else raise
+    :class:`~gen_durable.errors.ValidationError` (a ``ValueError``)."""
+    return models.validate_schema_name(name)
 
 
 def prepare(connection: Connection, schema: str) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.schema import CreateSchema
 from gen_durable import models
 from gen_durable.migrations import (
     NESTED_ATTRIBUTE,
+    ON_STEP_ATTRIBUTE,
     SCHEMA_ATTRIBUTE,
     VERSION_TABLE,
     prepare,
@@ -51,6 +52,7 @@ def run_on(connection: Connection) -> None:
         version_table=VERSION_TABLE,
         version_table_schema=schema,
         target_metadata=models.metadata,
+        on_version_apply=config.attributes.get(ON_STEP_ATTRIBUTE),
     )
     with context.begin_transaction():
         # The version table lives in the schema, so it must exist before alembic looks.

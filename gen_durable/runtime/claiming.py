@@ -43,7 +43,7 @@ def claim(
     if faults.active is not None:
         faults.hit("after_claim")
     claimed = to_claimed(rows, pending, kids)
-    if claimed:
+    if claimed and events.active("claim"):
         events.emit(
             "claim",
             queue=queue,

@@ -173,9 +173,9 @@ class Committer:
         self, transitions: list[Transition], lock_timeout_ms: int | None
     ) -> dict[int, Committed]:
         with self._engine.begin() as conn:
-            if lock_timeout_ms is not None:
-                store.transitions.set_lock_timeout(conn, lock_timeout_ms)
-            return store.transitions.commit(conn, transitions, None)
+            return store.transitions.commit(
+                conn, transitions, None, lock_timeout_ms=lock_timeout_ms
+            )
 
     def _resolve(self, batch: list[Item], landed: dict[int, Committed]) -> None:
         self.batches += 1

@@ -11,16 +11,26 @@ from sqlalchemy import Engine
 
 from gen_durable.runtime import claiming
 from gen_durable.runtime.executor import Claimed, Executor, StepReport
+from gen_durable.runtime.inflight import Lease
 from gen_durable.runtime.workers import WorkerPool
 
 log = logging.getLogger("gen_durable.runtime")
 
 
-class Dispatcher:
-    """Claims runnable rows of one queue, at most ``concurrency`` in flight.
+UNCOMMITTED_HEADROOM = 256
+"""Claims a queue may hold beyond its concurrency while their transitions wait for the
+committer: enough to fill a commit group, few enough that a stalled database does not
+gather a large share of a shared backlog in one runner."""
 
-    It claims when woken (a notification, a local commit, a freed slot while a backlog
-    remains) or every ``poll_interval`` seconds — the fallback that needs no NOTIFY.
+
+class Dispatcher:
+    """Claims runnable rows of one queue, at most ``concurrency`` steps executing.
+
+    A worker is free again as soon as its step returned and its transition was queued
+    for the committer; the claim stays held (and counted) until that commit resolves, at
+    most ``concurrency + UNCOMMITTED_HEADROOM`` of them. It claims when woken (a
+    notification, a local commit, a freed slot while a backlog remains) or every
+    ``poll_interval`` seconds — the fallback that needs no NOTIFY.
     """
 
     def __init__(
@@ -46,7 +56,9 @@ class Dispatcher:
         self._lease_seconds = lease_seconds
         self._poll_interval = poll_interval
         self._cond = threading.Condition()
-        self._running = 0
+        self._executing = 0
+        self._uncommitted = 0
+        self._max_uncommitted = concurrency + UNCOMMITTED_HEADROOM
         self._woken = True
         self._backlog = False
         self._stopping = False
@@ -79,14 +91,19 @@ class Dispatcher:
 
     @property
     def running(self) -> int:
-        """Steps of this queue in flight."""
+        """Claims of this queue in flight: executing, or waiting for their commit."""
         with self._cond:
-            return self._running
+            return self._uncommitted
+
+    def has_room(self) -> bool:
+        """Whether a claim now could take at least one row."""
+        with self._cond:
+            return self._free() > 0
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait until no step of this queue is in flight; False on timeout."""
+        """Wait until no claim of this queue is in flight; False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: self._running == 0, timeout)
+            return self._cond.wait_for(lambda: self._uncommitted == 0, timeout)
 
     def _loop(self) -> None:
         failures = 0
@@ -95,7 +112,7 @@ class Dispatcher:
                 self._cond.wait_for(self._should_claim, timeout=self._poll_interval)
                 if self._stopping:
                     return
-                free = self.concurrency - self._running
+                free = self._free()
                 self._woken = False
             if free <= 0:
                 continue
@@ -115,8 +132,11 @@ class Dispatcher:
             for row in rows:
                 self._submit(row)
 
+    def _free(self) -> int:
+        return min(self.concurrency - self._executing, self._max_uncommitted - self._uncommitted)
+
     def _should_claim(self) -> bool:
-        return self._stopping or (self._woken and self._running < self.concurrency)
+        return self._stopping or (self._woken and self._free() > 0)
 
     def _claim(self, limit: int) -> list[Claimed]:
         claimed = claiming.claim(
@@ -128,16 +148,29 @@ class Dispatcher:
     def _submit(self, claimed: Claimed) -> None:
         lease = self._executor.lease_for(claimed)
         with self._cond:
-            self._running += 1
-        future = self._pool.submit(self._executor.run, claimed, lease)
-        future.add_done_callback(self._done)
+            self._executing += 1
+            self._uncommitted += 1
+        self._pool.submit(self._execute, claimed, lease)
 
-    def _done(self, future: Future[StepReport]) -> None:
+    def _execute(self, claimed: Claimed, lease: Lease) -> None:
+        try:
+            report = self._executor.execute(claimed, lease)
+        except BaseException as exc:  # execute reports through its future; belt and braces
+            report = Future()
+            report.set_exception(exc)
+        with self._cond:
+            self._executing -= 1
+            if self._backlog:
+                self._woken = True
+            self._cond.notify_all()
+        report.add_done_callback(self._committed)
+
+    def _committed(self, future: Future[StepReport]) -> None:
         exc = future.exception()
         if exc is not None:
             log.error("a step's commit failed; its lease will expire", exc_info=exc)
         with self._cond:
-            self._running -= 1
+            self._uncommitted -= 1
             if self._backlog:
                 self._woken = True
             self._cond.notify_all()

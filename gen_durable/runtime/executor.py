@@ -11,6 +11,7 @@ import logging
 import traceback
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 import attrs
@@ -67,6 +68,8 @@ class StepReport:
 
 
 Observer = Callable[[StepReport], None]
+Redo = Callable[[Exception], tuple[Decision, Transition]]
+"""Turns a refusal of the step's own transaction into a retry's decision and transition."""
 
 
 class Executor:
@@ -81,8 +84,10 @@ class Executor:
         on_committed: Callable[[list[Committed]], None],
         observer: Observer | None = None,
         max_children: int | None = None,
+        history: registry.HistoryMode = "none",
     ) -> None:
         self._engine = engine
+        self._history = history
         self._max_children = max_children
         self._committer = committer
         self._inflight = inflight
@@ -98,17 +103,69 @@ class Executor:
         return lease
 
     def run(self, claimed: Claimed, lease: Lease) -> StepReport:
-        """Run the step, decide, commit. Never raises for a step's own errors."""
-        started = monotonic()
-        try:
-            return self._run(claimed, lease, started)
-        finally:
-            self._inflight.remove(claimed.id)
+        """Run the step, decide, commit, and wait for the commit. Never raises for a
+        step's own errors (inline use: :func:`gen_durable.testing.drain`)."""
+        return self.execute(claimed, lease).result()
 
-    def _run(self, claimed: Claimed, lease: Lease, started: float) -> StepReport:
+    def execute(self, claimed: Claimed, lease: Lease) -> Future[StepReport]:
+        """Run the step on this thread and hand its transition to the committer.
+
+        Returns at once when the step did not use ``ctx.session``: the future resolves
+        once the transition committed (or was fenced out), on the committer's thread, so
+        this thread is free for the next step meanwhile. The instance's own next step
+        cannot start before that: its row stays ``running`` until the commit. The lease
+        stays registered (and extended by the heartbeat) until then.
+        """
+        started = monotonic()
+        out: Future[StepReport] = Future()
+        try:
+            decision, transition, ctx, redo = self._step(claimed, lease, started)
+            if ctx is not None:
+                try:
+                    committed = self._commit_in_session(ctx, transition)
+                except DBAPIError as refused:
+                    # The database refused the step's own transaction (a serialization
+                    # failure, a deadlock, a lost connection): its writes rolled back.
+                    # Commit a retry like a step that raised, rather than let the lease
+                    # lapse.
+                    decision, transition = redo(refused)
+                    committed = self._committer.submit(transition).result()
+                out.set_result(self._report(claimed, decision, committed, started))
+                return out
+            pending = self._committer.submit(transition)
+        except BaseException as exc:
+            self._inflight.remove(claimed.id)
+            out.set_exception(exc)
+            return out
+        pending.add_done_callback(lambda done: self._resolve(done, out, claimed, decision, started))
+        return out
+
+    def _resolve(
+        self,
+        done: Future[bool],
+        out: Future[StepReport],
+        claimed: Claimed,
+        decision: Decision,
+        started: float,
+    ) -> None:
+        try:
+            committed = done.result()
+            report = self._report(claimed, decision, committed, started)
+        except BaseException as exc:
+            self._inflight.remove(claimed.id)
+            out.set_exception(exc)
+        else:
+            out.set_result(report)
+
+    def _step(
+        self, claimed: Claimed, lease: Lease, started: float
+    ) -> tuple[Decision, Transition, Context | None, Redo]:
+        """Run the step's code and decide; the context is returned when the transition
+        must commit in the step's own session."""
         cls = registry.lookup(claimed.fsm)
         assert cls is not None, "the dispatcher claims only known classes"
-        events.emit("step.start", **_event_fields(claimed))
+        if events.active("step.start"):
+            events.emit("step.start", **_event_fields(claimed))
         if cls.timeout is not None:
             lease.deadline = started + cls.timeout
         snap = StepSnapshot(
@@ -137,6 +194,12 @@ class Executor:
             session_factory=self._open_session,
         )
         instance: registry.Definition | None = None
+
+        def failed(exc: Exception) -> tuple[Decision, Transition]:
+            decision = self._failure(cls, instance, snap, ctx, claimed, exc)
+            transition = _transition(claimed, decision, _failure_bucket(cls, decision))
+            return decision, self._recorded(cls, claimed, transition, started)
+
         try:
             ctx.state = serialization.structure(claimed.state, cls._gd_state_type)
             instance = cls()
@@ -145,49 +208,68 @@ class Executor:
             outcome = _as_outcome(cls, instance.step(claimed.step, ctx))
             new_state = serialization.unstructure(outcome_state(outcome, ctx.state))
             decision = decide(snap, outcome, new_state)
-            bucket = _next_bucket(cls, decision)
+            transition = _transition(claimed, decision, _next_bucket(cls, decision))
             use_session = ctx.session_if_open is not None
         except RateLimitedError as refused:
             _discard(ctx)
             decision = decide(snap, RateLimited(max(0.0, refused.retry_after)), claimed.state)
-            bucket, use_session = _next_bucket(cls, decision), False
+            transition = _transition(claimed, decision, _next_bucket(cls, decision))
+            use_session = False
         except Exception as exc:
             _discard(ctx)
-            decision = self._failure(cls, instance, snap, ctx, claimed, exc)
+            decision, transition = failed(exc)
             use_session = False
-            bucket = _failure_bucket(cls, decision)
-        transition = _transition(claimed, decision, bucket)
+        transition = self._recorded(cls, claimed, transition, started)
         if faults.active is not None:
             faults.hit("before_commit")
-        if use_session:
-            try:
-                committed = self._commit_in_session(ctx, transition)
-            except DBAPIError as refused:
-                # The database refused the step's own transaction (a serialization
-                # failure, a deadlock, a lost connection): its writes rolled back. Commit
-                # a retry like a step that raised, rather than leave the lease to lapse.
-                decision = self._failure(cls, instance, snap, ctx, claimed, refused)
-                transition = _transition(claimed, decision, _failure_bucket(cls, decision))
-                committed = self._committer.submit(transition).result()
-        else:
-            committed = self._committer.submit(transition).result()
-        if faults.active is not None and committed:
-            faults.hit("after_commit")
-        report = StepReport(
+        return decision, transition, ctx if use_session else None, failed
+
+    def _recorded(
+        self,
+        cls: type[registry.Definition],
+        claimed: Claimed,
+        transition: Transition,
+        started: float,
+    ) -> Transition:
+        """The transition with its history entry, when the class's setting records it."""
+        if transition.history is not None:
+            return transition
+        entry = store.history.entry(
+            cls.history or self._history,
             instance_id=claimed.id,
             fsm=claimed.fsm,
             step=claimed.step,
+            version=claimed.version,
             attempt=claimed.attempt,
-            decision=decision,
-            committed=committed,
-            duration=monotonic() - started,
+            decision=transition.decision,
+            seconds=monotonic() - started,
         )
-        if not committed:
-            log.info("step %s.%s of %s was fenced out", claimed.fsm, claimed.step, claimed.id)
-        if self._observer is not None:
-            self._observer(report)
-        _emit_stop(claimed, report)
-        return report
+        return transition if entry is None else attrs.evolve(transition, history=entry)
+
+    def _report(
+        self, claimed: Claimed, decision: Decision, committed: bool, started: float
+    ) -> StepReport:
+        """After the commit: the step's report, to the observer and telemetry."""
+        try:
+            if faults.active is not None and committed:
+                faults.hit("after_commit")
+            report = StepReport(
+                instance_id=claimed.id,
+                fsm=claimed.fsm,
+                step=claimed.step,
+                attempt=claimed.attempt,
+                decision=decision,
+                committed=committed,
+                duration=monotonic() - started,
+            )
+            if not committed:
+                log.info("step %s.%s of %s was fenced out", claimed.fsm, claimed.step, claimed.id)
+            if self._observer is not None:
+                self._observer(report)
+            _emit_stop(claimed, report)
+            return report
+        finally:
+            self._inflight.remove(claimed.id)
 
     def _failure(
         self,
@@ -282,18 +364,14 @@ def _transition(
     )
 
 
-def _failure_bucket(
-    cls: type[registry.Definition], decision: Decision
-) -> tuple[str, float] | None:
+def _failure_bucket(cls: type[registry.Definition], decision: Decision) -> tuple[str, float] | None:
     try:
         return _next_bucket(cls, decision)
     except Exception:  # the failure is what matters; run it unlimited
         return None
 
 
-def _next_bucket(
-    cls: type[registry.Definition], decision: Decision
-) -> tuple[str, float] | None:
+def _next_bucket(cls: type[registry.Definition], decision: Decision) -> tuple[str, float] | None:
     """The rate-limit bucket of the step the decision makes runnable next."""
     if decision.finished:
         return None

@@ -3,19 +3,23 @@ period (its claim already released) never keeps the process alive."""
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+log = logging.getLogger("gen_durable.runtime")
 
-_Task = tuple[Callable[..., Any], tuple[Any, ...], "Future[Any]"]
+_Task = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
 class WorkerPool:
-    """A fixed number of daemon threads running submitted calls."""
+    """A fixed number of daemon threads running submitted calls.
+
+    Fire and forget: a call reports its own outcome (the dispatcher's calls never raise);
+    one that does raise is logged. No future per call — this is the per-step hot path.
+    """
 
     def __init__(self, size: int, name: str = "gd-worker") -> None:
         if size < 1:
@@ -31,11 +35,9 @@ class WorkerPool:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` on a worker thread."""
-        future: Future[T] = Future()
-        self._tasks.put((fn, args, future))
-        return future
+        self._tasks.put((fn, args))
 
     def shutdown(self) -> None:
         """Stop idle threads; busy ones finish their call and then exit."""
@@ -47,10 +49,8 @@ class WorkerPool:
             task = self._tasks.get()
             if task is None:
                 return
-            fn, args, future = task
-            if not future.set_running_or_notify_cancel():
-                continue
+            fn, args = task
             try:
-                future.set_result(fn(*args))
-            except BaseException as exc:  # handed to the future's owner
-                future.set_exception(exc)
+                fn(*args)
+            except BaseException:  # never lose the thread to one call
+                log.exception("a worker call raised")

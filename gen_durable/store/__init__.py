@@ -8,9 +8,11 @@ the schema comes from ``schema_translate_map``.
 from __future__ import annotations
 
 from gen_durable.store import (
+    audit,
     children,
     concurrency,
     cron,
+    history,
     instances,
     leases,
     maintenance,
@@ -23,9 +25,11 @@ from gen_durable.store import (
 )
 
 __all__ = [
+    "audit",
     "children",
     "concurrency",
     "cron",
+    "history",
     "instances",
     "leases",
     "maintenance",

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, select, update
+from sqlalchemy import Connection, false, func, select, true, union_all, update
 
-from gen_durable.store import concurrency, queues, ratelimits
+from gen_durable.store import _fast, concurrency, queues, ratelimits
 from gen_durable.store._common import NOW, I, param, run, unnest_params
 
 CLAIM_COLUMNS = (
@@ -36,16 +36,19 @@ CLAIM_COLUMNS = (
     I.c.concurrency_key,
 )
 
-_CANDIDATES = (
-    select(
-        I.c.id,
-        I.c.fsm,
-        I.c.step,
-        I.c.concurrency_key,
-        I.c.concurrency_limit,
-        I.c.rate_key,
-        I.c.rate_weight,
-    )
+_LEASED = {
+    "status": "running",
+    "lease_token": func.gen_random_uuid(),
+    "lease_owner": param("owner", "text"),
+    "lease_expires_at": NOW + param("lease", "interval"),
+    "attempt": I.c.attempt + 1,
+    "updated_at": NOW,
+}
+_LIMITED = (I.c.concurrency_limit, I.c.rate_key, I.c.rate_weight)
+"""What admission needs beyond the claim's columns (concurrency keys and rate limits)."""
+
+_PICK = (
+    select(*CLAIM_COLUMNS, *_LIMITED)
     .where(
         I.c.queue == param("queue", "text"),
         I.c.status == "available",
@@ -53,22 +56,32 @@ _CANDIDATES = (
         queues.NOT_PAUSED,
     )
     .order_by(I.c.priority, I.c.run_at, I.c.id)
-    .limit(param("limit", "int"))
+    .limit(queues.CLAIM_LIMIT)
     .with_for_update(of=I, skip_locked=True)
+    .cte("pick")
 )
+_FREE = _PICK.c.concurrency_key.is_(None) & _PICK.c.rate_key.is_(None)
+_TAKEN = (
+    update(I)
+    .where(I.c.id == _PICK.c.id, _FREE)
+    .values(**_LEASED)
+    .returning(*CLAIM_COLUMNS, *_LIMITED)
+    .cte("taken")
+)
+_CLAIM = union_all(
+    select(*_TAKEN.c, true().label("taken")),
+    select(*_PICK.c, false().label("taken")).where(~_FREE),
+)
+"""One statement: lock up to ``limit`` candidates (``FOR UPDATE SKIP LOCKED``), lease
+those under no concurrency key or rate limit, and return them with the locked candidates
+that still need admission (``taken`` false)."""
+
 _TAKE = (
     update(I)
     # No status condition: these rows are locked by this transaction since the candidate
     # query, and one here would steer the planner to the picker's index (the backlog).
     .where(I.c.id == func.any(param("ids", "bigint", is_array=True)))
-    .values(
-        status="running",
-        lease_token=func.gen_random_uuid(),
-        lease_owner=param("owner", "text"),
-        lease_expires_at=NOW + param("lease", "interval"),
-        attempt=I.c.attempt + 1,
-        updated_at=NOW,
-    )
+    .values(**_LEASED)
     .returning(*CLAIM_COLUMNS)
 )
 
@@ -84,35 +97,43 @@ def claim(
     owner: str,
     lease_seconds: float,
     now: datetime | None,
-) -> list[Row[Any]]:
+) -> list[Any]:
     """Claim up to ``limit`` runnable instances of known classes.
 
     Candidates are locked with ``FOR UPDATE SKIP LOCKED`` (runners claim side by side),
-    keyed ones are admitted or blocked by their concurrency key, rate-limited ones take
-    their tokens or wait, and the admitted rows are leased in one statement. The attempt
-    is counted here, so that a step that kills its worker cannot loop forever. Rows come
-    back in priority, then FIFO order.
+    at most as many as the queue's global concurrency limit leaves, if it has one;
+    those without concurrency key or rate limit are leased by the same statement, sent
+    with the transaction's BEGIN in one round trip. Keyed ones are then admitted or
+    blocked by their concurrency key, rate-limited ones take their tokens or wait, and
+    the admitted rows are leased in one more statement. The attempt is counted here, so
+    that a step that kills its worker cannot loop forever. Rows come back in priority,
+    then FIFO order.
 
     The claim's transaction commits without waiting for its WAL flush: if the database
     crashes before the flush, the claim is lost and the row is runnable as before, and
     the step that ran meanwhile is fenced out at its commit — at-least-once either way.
     """
-    run(conn, _ASYNC_COMMIT)
-    params = {"queue": queue, "fsms": list(fsms), "limit": limit, "now": now}
-    candidates = run(conn, _CANDIDATES, params).all()
-    if not candidates:
-        return []
-    admitted = set(concurrency.admit(conn, candidates, now))
-    ids = ratelimits.admit(conn, [c for c in candidates if c.id in admitted], now)
-    if not ids:
-        return []
-    take = {
-        "ids": ids,
+    params = {
+        "queue": queue,
+        "fsms": list(fsms),
+        "limit": limit,
         "owner": owner,
         "lease": timedelta(seconds=lease_seconds),
         "now": now,
     }
-    rows = list(run(conn, _TAKE, take).all())
+    calls: list[_fast.Call] = [
+        (_ASYNC_COMMIT, None),
+        (queues.LOCK_LIMITED, params),
+        (_CLAIM, params),
+    ]
+    picked = _fast.pipelined(conn, calls)[-1]
+    rows = [r for r in picked if r.taken]
+    waiting = [r for r in picked if not r.taken]
+    if waiting:
+        admitted = set(concurrency.admit(conn, waiting, now))
+        ids = ratelimits.admit(conn, [c for c in waiting if c.id in admitted], now)
+        if ids:
+            rows += _fast.execute(conn, _TAKE, {**params, "ids": ids})
     rows.sort(key=lambda r: (r.priority, r.run_at, r.id))
     return rows
 

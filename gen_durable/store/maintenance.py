@@ -7,11 +7,26 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, case, delete, exists, func, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Select,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from gen_durable import models
 from gen_durable.store._common import I, N, array, db_now, run, seconds
+
+H = models.history
 
 
 def stage_due(conn: Connection, limit: int, now: datetime | None) -> list[str]:
@@ -103,30 +118,42 @@ def reap(conn: Connection, limit: int, now: datetime | None) -> Sequence[Row[Any
     return run(conn, stmt).all()
 
 
+def _garbage(retention_seconds: float, now: datetime | None) -> Select[tuple[int]]:
+    """Finished instances past retention, but never a child whose parent is unfinished."""
+    parent = I.alias("parent")
+    return select(I.c.id).where(
+        I.c.finished_at.is_not(None),
+        I.c.finished_at < db_now(now) - seconds(retention_seconds),
+        or_(
+            I.c.parent_id.is_(None),
+            ~exists().where(parent.c.id == I.c.parent_id, parent.c.finished_at.is_(None)),
+        ),
+    )
+
+
 def collect_garbage(
     conn: Connection, retention_seconds: float, limit: int, now: datetime | None
 ) -> int:
-    """Delete finished instances past retention (their signals cascade).
+    """Delete finished instances past retention, with their history (signals cascade).
 
-    Never a child whose parent is unfinished.
+    Never a child whose parent is unfinished. Returns how many instances were deleted.
     """
-    parent = I.alias("parent")
     victims = (
-        select(I.c.id)
-        .where(
-            I.c.finished_at.is_not(None),
-            I.c.finished_at < db_now(now) - seconds(retention_seconds),
-            or_(
-                I.c.parent_id.is_(None),
-                ~exists().where(parent.c.id == I.c.parent_id, parent.c.finished_at.is_(None)),
-            ),
-        )
+        _garbage(retention_seconds, now)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
-    result = run(conn, delete(I).where(I.c.id.in_(victims)))
-    return result.rowcount
+    gone = delete(I).where(I.c.id.in_(victims)).returning(I.c.id).cte("gone")
+    # One statement: the history goes exactly with its instances (no foreign key to cascade).
+    history = delete(H).where(H.c.instance_id.in_(select(gone.c.id))).cte("history")
+    return int(run(conn, select(func.count()).select_from(gone).add_cte(history)).scalar_one())
+
+
+def count_garbage(conn: Connection, retention_seconds: float, now: datetime | None) -> int:
+    """How many instances :func:`collect_garbage` would delete now, in all its batches."""
+    counted = select(func.count()).select_from(_garbage(retention_seconds, now).subquery())
+    return int(run(conn, counted).scalar_one())
 
 
 def upsert_node(

@@ -1,4 +1,4 @@
-"""Queue settings every runner obeys: pause and resume."""
+"""Queue settings every runner obeys: pause and resume, a global concurrency limit."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, exists, select
+from sqlalchemy import Connection, Row, exists, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from gen_durable import models
-from gen_durable.store._common import db_now, param, run
+from gen_durable.store._common import I, db_now, param, run
 
 Q = models.queues
 
@@ -22,18 +22,54 @@ the picker's index in order and stop at the LIMIT (a correlated one made it read
 the whole backlog)."""
 
 
+_RUNNING = (
+    select(func.count())
+    .where(I.c.queue == param("queue", "text"), I.c.status == "running")
+    .scalar_subquery()
+)
+CLAIM_LIMIT = func.greatest(
+    0,
+    func.least(
+        param("limit", "int"),
+        func.coalesce(
+            select(Q.c.concurrency_limit - _RUNNING)
+            .where(Q.c.name == param("queue", "text"), Q.c.concurrency_limit.is_not(None))
+            .scalar_subquery(),
+            param("limit", "int"),
+        ),
+    ),
+)
+"""The claim's LIMIT: the ``limit`` parameter, or fewer when the queue has a global
+concurrency limit (its running rows, across every runner, are counted)."""
+
+LOCK_LIMITED = (
+    select(Q.c.name)
+    .where(Q.c.name == param("queue", "text"), Q.c.concurrency_limit.is_not(None))
+    .with_for_update()
+)
+"""Serialises the claims of a queue that has a global concurrency limit (locks nothing
+otherwise). Sent before the claim in the same transaction: the claim's snapshot, taken
+after the lock was granted, counts every running row the previous holder committed."""
+
+
+def set_limit(conn: Connection, name: str, limit: int | None, now: datetime | None) -> None:
+    """Set (or, with None, remove) the global concurrency limit of a queue."""
+    _upsert(conn, name, {"concurrency_limit": limit}, now)
+
+
 def set_paused(conn: Connection, name: str, paused: bool, now: datetime | None) -> None:
     """Pause or resume a queue (in the caller's transaction)."""
+    _upsert(conn, name, {"paused": paused}, now)
+
+
+def _upsert(conn: Connection, name: str, values: dict[str, Any], now: datetime | None) -> None:
     t_now = db_now(now)
-    insert = pg_insert(Q).values(name=name, paused=paused, updated_at=t_now)
-    run(
-        conn,
-        insert.on_conflict_do_update(
-            index_elements=[Q.c.name], set_={"paused": paused, "updated_at": t_now}
-        ),
-    )
+    insert = pg_insert(Q).values(name=name, updated_at=t_now, **values)
+    update = {**values, "updated_at": t_now}
+    run(conn, insert.on_conflict_do_update(index_elements=[Q.c.name], set_=update))
 
 
 def settings(conn: Connection) -> Sequence[Row[Any]]:
-    """Every queue with stored settings: (name, paused, updated_at)."""
-    return run(conn, select(Q.c.name, Q.c.paused, Q.c.updated_at).order_by(Q.c.name)).all()
+    """Every queue with stored settings: (name, paused, concurrency_limit, updated_at)."""
+    columns = (Q.c.name, Q.c.paused, Q.c.concurrency_limit, Q.c.updated_at)
+    return run(conn, select(*columns).order_by(Q.c.name)).all()

@@ -35,7 +35,14 @@ _LOCK = (
     .with_for_update()
 )
 _SAVE_T = unnest_params(key="text", tokens="float")
-_SAVE = update(B).where(B.c.key == _SAVE_T.c.key).values(tokens=_SAVE_T.c.tokens, updated_at=NOW)
+# A claim whose transaction began before the last one that refilled the bucket (it got to
+# the lock second) is refilled by nothing; it must not wind the bucket's clock back either,
+# or the next claim is credited that stretch of time a second time.
+_SAVE = (
+    update(B)
+    .where(B.c.key == _SAVE_T.c.key)
+    .values(tokens=_SAVE_T.c.tokens, updated_at=func.greatest(B.c.updated_at, NOW))
+)
 _LATER = unnest_params(id="bigint", wait="interval")
 _DEFER = (
     update(I)
@@ -74,6 +81,7 @@ def admit(conn: Connection, candidates: Sequence[Row[Any]], now: datetime | None
     take: list[int] = []
     later: dict[int, float] = {}
     stalled: set[str] = set()
+    owed: dict[str, float] = {}
     for c in candidates:
         key = c.rate_key
         if key not in limits:
@@ -85,7 +93,10 @@ def admit(conn: Connection, candidates: Sequence[Row[Any]], now: datetime | None
             take.append(c.id)
             continue
         stalled.add(key)  # first come, first served within a bucket
-        later[c.id] = max(wait_debt.get(key, 0.0), wait_for(tokens[key], weight, limits[key]))
+        # Each waits for its place in line, not all for the first token: they would come
+        # back together and all but one be put back again.
+        owed[key] = owed.get(key, 0.0) + weight
+        later[c.id] = max(wait_debt.get(key, 0.0), wait_for(tokens[key], owed[key], limits[key]))
     run(conn, _SAVE, {"key": keys, "tokens": [tokens[k] for k in keys], "now": now})
     if later:
         ids = sorted(later)
@@ -103,7 +114,7 @@ _DEBT = _DEBT_INSERT.on_conflict_do_update(
     index_elements=[B.c.key],
     set_={
         "tokens": 0.0,
-        "updated_at": _DEBT_INSERT.excluded.updated_at,
+        "updated_at": func.greatest(B.c.updated_at, _DEBT_INSERT.excluded.updated_at),
         "debt_until": func.greatest(
             func.coalesce(B.c.debt_until, _DEBT_INSERT.excluded.debt_until),
             _DEBT_INSERT.excluded.debt_until,
@@ -113,14 +124,22 @@ _DEBT = _DEBT_INSERT.on_conflict_do_update(
 
 
 def indebt(conn: Connection, debts: Sequence[tuple[str, float]], now: datetime | None) -> None:
-    """The remote side refused: empty these buckets and hold them until ``retry_after``."""
-    if debts:
+    """The remote side refused: empty these buckets and hold them until ``retry_after``.
+
+    Several refusals of one bucket in a commit group become one debt, the longest: an
+    upsert may not touch a row twice.
+    """
+    longest: dict[str, float] = {}
+    for key, wait in debts:
+        longest[key] = max(wait, longest.get(key, wait))
+    if longest:
+        keys = sorted(longest)
         run(
             conn,
             _DEBT,
             {
-                "key": [k for k, _ in debts],
-                "wait": [timedelta(seconds=w) for _, w in debts],
+                "key": keys,
+                "wait": [timedelta(seconds=longest[k]) for k in keys],
                 "now": now,
             },
         )

@@ -13,15 +13,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
-from sqlalchemy import Connection, case, cast, func, select, update
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import Connection, Text, case, cast, func, literal, select, update
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from gen_durable import faults, serialization
 from gen_durable.decide import Decision
+from gen_durable.store import _fast, concurrency, ratelimits
 from gen_durable.store import children as child_sql
-from gen_durable.store import concurrency, ratelimits
+from gen_durable.store import history as history_sql
 from gen_durable.store import signals as signal_sql
-from gen_durable.store._common import FINISHED, NOW, SEP, ZERO, I, param, run, unnest_params
+from gen_durable.store._common import FINISHED, NOW, SEP, ZERO, I, param, unnest_params
 
 
 @attrs.frozen
@@ -36,6 +37,8 @@ class Transition:
     rate_key: str | None = None
     """The rate-limit bucket of the step it makes runnable (None: unlimited)."""
     rate_weight: float | None = None
+    history: history_sql.Entry | None = None
+    """Its ``gd_history`` row, written with it if it lands (None: not recorded)."""
 
 
 @attrs.frozen
@@ -73,6 +76,7 @@ _T = unnest_params(
     rate_key="text",
     rate_weight="float",
 )
+_FINISHED_KINDS = literal(list(FINISHED), ARRAY(Text))
 _DUE = case(
     (_T.c.kind == "ready", func.coalesce(_T.c.run_at, NOW + func.coalesce(_T.c.delay, ZERO))),
     (_T.c.kind == "awaiting", NOW + _T.c.delay),
@@ -126,7 +130,7 @@ _COMMIT = (
         children_from=func.coalesce(_T.c.children_from, I.c.children_from),
         result=cast(_T.c.result, JSONB),
         error=cast(_T.c.error, JSONB),
-        finished_at=case((_T.c.kind.in_(("done", "failed", "cancelled")), NOW), else_=None),
+        finished_at=case((_T.c.kind == func.any(_FINISHED_KINDS), NOW), else_=None),
         updated_at=NOW,
         lease_token=None,
         lease_owner=None,
@@ -137,16 +141,21 @@ _COMMIT = (
 
 
 def commit(
-    conn: Connection, items: Sequence[Transition], now: datetime | None
+    conn: Connection,
+    items: Sequence[Transition],
+    now: datetime | None,
+    *,
+    lock_timeout_ms: int | None = None,
 ) -> dict[int, Committed]:
     """Write transitions; returns those that committed (fenced-out ones are absent).
 
     Runs inside the caller's transaction: the grouped committer's own, or the session a
-    step wrote through. Statements: the fenced UPDATE, then signal consumption, then —
-    for rows that just parked — a check for signals that are already pending, then the
-    children of landed Spawns and the join of parents whose children just finished
-    (:mod:`gen_durable.store.children`); the children inserted and the instances the join
-    made runnable or cancelled are returned too.
+    step wrote through. ``lock_timeout_ms`` bounds how long it waits for a row lock
+    (``SET LOCAL lock_timeout``, for the rest of the transaction). Statements: the fenced
+    UPDATE, then signal consumption, then — for rows that just parked — a check for
+    signals that are already pending, then the children of landed Spawns and the join of
+    parents whose children just finished (:mod:`gen_durable.store.children`); the children
+    inserted and the instances the join made runnable or cancelled are returned too.
     """
     if not items:
         return {}
@@ -178,8 +187,12 @@ def commit(
         ],
         "now": now,
     }
-    rows = run(conn, _COMMIT, params).all()
+    calls: list[_fast.Call] = [(_COMMIT, params)]
+    if lock_timeout_ms is not None:  # sent with the UPDATE (and BEGIN): one round trip
+        calls.insert(0, (_LOCK_TIMEOUT, {"value": f"{int(lock_timeout_ms)}ms"}))
+    rows = _fast.pipelined(conn, calls)[-1]
     landed = {row.id: Committed(row.id, row.status, row.queue) for row in rows}
+    history_sql.record(conn, items, landed, now)
     pairs = [(sig, x.version + 1) for x in items if x.instance_id in landed for sig in x.consumed]
     signal_sql.consume(conn, pairs, now)
     spawns = {x.instance_id for x in items if x.decision.kind == "spawn"}
@@ -254,8 +267,3 @@ def _join(
 
 
 _LOCK_TIMEOUT = select(func.set_config("lock_timeout", param("value", "text"), True))
-
-
-def set_lock_timeout(conn: Connection, milliseconds: int) -> None:
-    """Bound how long this transaction waits for a row lock (``SET LOCAL lock_timeout``)."""
-    run(conn, _LOCK_TIMEOUT, {"value": f"{int(milliseconds)}ms"})

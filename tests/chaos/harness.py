@@ -115,6 +115,8 @@ class Cluster:
     options: Sequence[str] = ()
     workers: list[Worker] = field(default_factory=list)
     kills: int = 0
+    module: str = "chaos.worker"
+    """The runner program (``python -m MODULE URL --lease ... --concurrency ...``)."""
 
     def start(
         self,
@@ -134,7 +136,7 @@ class Cluster:
         args = [
             sys.executable,
             "-m",
-            "chaos.worker",
+            self.module,
             self.url,
             "--lease",
             str(lease or self.lease),
@@ -328,16 +330,22 @@ def wait_finished(engine: Engine, workload: Workload, timeout: float = WAIT) -> 
 def kill_during(
     engine: Engine,
     cluster: Cluster,
-    workload: Workload,
+    workload: Workload | None,
     kills: int,
     *,
     replace: Callable[[], Worker] | None = None,
     measure: Callable[[Engine], int] | None = None,
+    total: int | None = None,
 ) -> list[float]:
     """SIGKILL a random live runner each time another 1/(kills+1) of the work committed,
-    and start a replacement; returns the progress fraction at each kill."""
+    and start a replacement; returns the progress fraction at each kill.
+
+    Progress is ``measure`` out of ``total`` (by default: the workload's flow transitions).
+    """
     measure = measure or progress
-    total = 5 * len(workload.ids)
+    if total is None:
+        assert workload is not None, "give the workload or the total"
+        total = 5 * len(workload.ids)
     at: list[float] = []
     for k in range(1, kills + 1):
         target = total * k // (kills + 1)

@@ -39,6 +39,9 @@ HEADLINES = [
     ("spanning", "transactions spanning step code: {}"),
     ("gc_deleted", "deleted by GC: {} (violations: {gc_violations})"),
     ("errors_injected", "errors injected: {}"),
+    ("key_bound_exceeded", "key bound exceeded: {} (peak {key_peak} of {key_limit})"),
+    ("rate_bound_exceeded", "rate bound exceeded: {}"),
+    ("slots_left", "key slots left held: {}"),
 ]
 """The figures a test is about, shown in the summary: (figure, format)."""
 
@@ -51,6 +54,7 @@ ORDER = [
     "test_locks",
     "test_gc",
     "test_injected_errors",
+    "test_flow_control_kills",
 ]
 
 

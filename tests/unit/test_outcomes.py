@@ -29,6 +29,7 @@ from gen_durable.outcomes import (
     Sleep,
     Spawn,
 )
+from gen_durable.serialization import MAX_INT32, MAX_SECONDS
 
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
 NAIVE = datetime(2030, 1, 1)
@@ -121,7 +122,11 @@ def test_outcome_types_lists_every_outcome(child: type[Job]) -> None:
 # --- Next ---------------------------------------------------------------------------
 
 
-@given(delay=st.none() | st.floats(min_value=0, allow_infinity=False) | st.integers(0, 10**9))
+@given(
+    delay=st.none()
+    | st.floats(min_value=0, max_value=MAX_SECONDS)
+    | st.integers(0, int(MAX_SECONDS))
+)
 def test_next_accepts_non_negative_finite_delays(delay: float | None) -> None:
     assert Next("a", delay=delay).delay == delay
 
@@ -180,7 +185,7 @@ def test_await_limit_is_a_positive_int(limit: object) -> None:
         Await("s", then="x", limit=limit)  # type: ignore[arg-type]
 
 
-@given(limit=st.integers(min_value=1))
+@given(limit=st.integers(min_value=1, max_value=MAX_INT32))
 def test_await_accepts_positive_limits(limit: int) -> None:
     assert Await("s", then="x", limit=limit).limit == limit
 

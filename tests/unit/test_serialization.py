@@ -32,22 +32,24 @@ class Order:
     total: float = 0.0
 
 
+storable = st.characters(codec="utf-8", exclude_characters="\x00")  # what jsonb holds
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(),
+    | st.text(storable),
     lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(storable, max_size=8), children, max_size=4)
     ),
     max_leaves=20,
 )
 orders = st.builds(
     Order,
     order=st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    lines=st.lists(st.builds(Line, sku=st.text(), qty=st.integers()), max_size=4),
-    note=st.none() | st.text(),
+    lines=st.lists(st.builds(Line, sku=st.text(storable), qty=st.integers()), max_size=4),
+    note=st.none() | st.text(storable),
     placed_at=st.none() | st.datetimes(timezones=st.just(UTC)),
     total=st.floats(allow_nan=False, allow_infinity=False),
 )

@@ -1,4 +1,4 @@
-"""GC: deletes finished instances past retention, with their signals."""
+"""GC: deletes finished instances past retention, with their signals and history."""
 
 from __future__ import annotations
 

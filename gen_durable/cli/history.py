@@ -1,0 +1,90 @@
+"""``gen-durable graph CLASS`` (the recorded history as a diagram) and ``gen-durable audit``."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from gen_durable import store
+from gen_durable.cli import dsn_option, main, open_engine
+from gen_durable.cli.instances import _emit, _table, json_option
+
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEYWORDS = frozenset({"state", "note", "end", "direction", "class", "classDef", "as"})
+"""Words Mermaid reads as syntax: steps named so are drawn through an alias."""
+
+
+@main.command()
+@dsn_option
+@click.argument("fsm", metavar="CLASS")
+@json_option
+def graph(dsn: str | None, fsm: str, as_json: bool) -> None:
+    """Draw the transitions recorded for CLASS (registry name) as a Mermaid state diagram.
+
+    Built from the history table: each edge is a transition that happened, with how many
+    times it did; ``[*]`` is where instances started and where they finished. Only
+    classes whose history is recorded (``history = "all"`` or ``"errors"``) have one.
+    """
+    with open_engine(dsn) as engine, engine.connect() as conn:
+        found, starts = store.history.edges(conn, fsm)
+    if not found:
+        raise click.ClickException(
+            f"no history is recorded for class {fsm!r} (is its history setting 'none'?)"
+        )
+    edges = [
+        {"from": None, "to": row.from_step, "kind": "start", "count": row.n} for row in starts
+    ] + [
+        {"from": row.from_step, "to": row.to_step, "kind": row.kind, "count": row.n}
+        for row in found
+    ]
+    if as_json:
+        _emit({"fsm": fsm, "edges": edges})
+        return
+    click.echo(mermaid(edges))
+
+
+def mermaid(edges: Sequence[dict[str, Any]]) -> str:
+    """A ``stateDiagram-v2`` of edges (``from``/``to`` None: the start or the end, ``[*]``)."""
+    names = sorted({e[end] for e in edges for end in ("from", "to") if e[end] is not None})
+    ids: dict[str, str] = {}
+    lines = ["stateDiagram-v2"]
+    aliases = (f"step_{n}" for n in range(len(names) * 2 + 1))
+    for name in names:
+        if _PLAIN.fullmatch(name) and name not in _KEYWORDS:
+            ids[name] = name
+            continue
+        ids[name] = next(a for a in aliases if a not in names)
+        lines.append(f'    state "{name.replace(chr(34), "#quot;")}" as {ids[name]}')
+    for e in edges:
+        source = "[*]" if e["from"] is None else ids[e["from"]]
+        target = "[*]" if e["to"] is None else ids[e["to"]]
+        label = "started" if e["kind"] == "start" else e["kind"]
+        lines.append(f"    {source} --> {target}: {label} ({e['count']})")
+    return "\n".join(lines)
+
+
+@main.command()
+@dsn_option
+@click.option("--action", help="Only this action (retry, cancel, signal, pause, resume, prune).")
+@click.option("--target", help="Only actions on this instance id, correlation key or queue.")
+@click.option("--actor", help="Only actions by this actor.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--before", "before_id", type=int, help="Page: audit ids below this one.")
+@json_option
+def audit(dsn: str | None, as_json: bool, **filters: Any) -> None:
+    """List operator actions, newest first: who retried, cancelled, signalled, paused,
+    resumed or pruned what, and when (paginate with --before LAST_ID)."""
+    with open_engine(dsn) as engine, engine.connect() as conn:
+        rows = [dict(r._mapping) for r in store.audit.listing(conn, **filters)]
+    if as_json:
+        _emit(rows)
+        return
+    for row in rows:
+        row["details"] = None if row["details"] is None else json.dumps(row["details"])
+    _table(rows, ["id", "at", "action", "target", "instance_id", "actor", "details"])
+    if len(rows) == filters["limit"]:
+        click.echo(f"more: --before {rows[-1]['id']}")

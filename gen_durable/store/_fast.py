@@ -1,0 +1,109 @@
+"""The hot statements' way to the server: rendered once, prepared, sent by psycopg itself.
+
+SQLAlchemy Core builds the statements (with the schema token translated in), but running
+them through ``Connection.execute`` costs more Python per call than the server spends on
+them. Here each statement is compiled once per schema to psycopg's parameter style and
+executed on the connection's driver connection, inside the same transaction, as a
+server-side prepared statement (unless the connection was created with
+``prepare_threshold=None``, as behind PgBouncer in transaction pooling). SQLAlchemy's
+``before_cursor_execute``/``after_cursor_execute`` listeners still see every statement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from psycopg.pq import TransactionStatus
+from psycopg.rows import namedtuple_row
+from sqlalchemy import Connection, Executable
+from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
+from sqlalchemy.sql.elements import ClauseElement
+
+from gen_durable import models
+
+_DIALECT = pg_dialect.dialect()  # type: ignore[no-untyped-call]
+_lock = threading.Lock()
+_rendered: dict[tuple[int, str], tuple[Executable, str, dict[str, Any]]] = {}
+
+
+def _render(stmt: Executable) -> tuple[str, dict[str, Any]]:
+    schema = models.schema_name()
+    key = (id(stmt), schema)
+    hit = _rendered.get(key)
+    if hit is None:
+        assert isinstance(stmt, ClauseElement)
+        compiled = stmt.compile(
+            dialect=_DIALECT,
+            schema_translate_map=models.translate_map(),
+            render_schema_translate=True,
+        )
+        if "POSTCOMPILE" in compiled.string:
+            raise TypeError("a hot statement cannot expand IN lists; use = ANY(array)")
+        # The statement is kept in the entry so that its id is never reused.
+        hit = (stmt, compiled.string, dict(compiled.params))
+        with _lock:
+            _rendered[key] = hit
+    return hit[1], hit[2]
+
+
+Call = tuple[Executable, Mapping[str, Any] | None]
+"""A prebuilt statement and its parameters (by unprefixed name)."""
+
+
+def execute(
+    conn: Connection, stmt: Executable, params: Mapping[str, Any] | None = None
+) -> list[Any]:
+    """Run a prebuilt statement in ``conn``'s transaction; rows as named tuples.
+
+    ``params`` are given by unprefixed name, as for :func:`gen_durable.store._common.run`.
+    """
+    return pipelined(conn, [(stmt, params)])[0]
+
+
+def pipelined(conn: Connection, calls: Sequence[Call]) -> list[list[Any]]:
+    """Run statements in ``conn``'s transaction in one network round trip (psycopg's
+    pipeline mode; the transaction's BEGIN, when it is the first, travels with them).
+
+    Returns each statement's rows. An error in any of them raises once all were sent;
+    the transaction is then aborted and the caller's ``begin()`` block rolls it back.
+    """
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    prepare = getattr(driver, "prepare_threshold", 0) is not None
+    events = conn._has_events or conn.engine._has_events
+    sent = []
+    sql, bound = "", {}
+    try:
+        with contextlib.ExitStack() as stack:
+            pipeline = None
+            if len(calls) > 1 or driver.info.transaction_status == TransactionStatus.IDLE:
+                pipeline = stack.enter_context(driver.pipeline())
+            for stmt, params in calls:
+                sql, defaults = _render(stmt)
+                bound = dict(defaults)
+                if params:
+                    for key, value in params.items():
+                        bound[f"p_{key}"] = value
+                cur = stack.enter_context(driver.cursor(row_factory=namedtuple_row))
+                if events:
+                    for fn in conn.dispatch.before_cursor_execute:
+                        sql, bound = fn(conn, cur, sql, bound, None, False)
+                cur.execute(sql, bound, prepare=prepare)
+                sent.append((cur, sql, bound))
+            if pipeline is not None:
+                pipeline.sync()  # sends what is queued, waits for every result
+            out = []
+            for cur, sql, bound in sent:
+                out.append(cur.fetchall() if cur.description is not None else [])
+                if events:
+                    for fn in conn.dispatch.after_cursor_execute:
+                        fn(conn, cur, sql, bound, None, False)
+    except Exception as exc:
+        # As SQLAlchemy would: wrapped in its DBAPIError family (callers catch those),
+        # and the connection invalidated if the error says it is gone.
+        conn._handle_dbapi_exception(exc, sql, bound, None, None)
+        raise
+    return out

@@ -1,0 +1,92 @@
+"""The operator audit (``gd_audit``): retries, cancels, pauses, prunes and CLI signals.
+
+Each row is written in the transaction of the action it records, so it exists exactly
+when the action committed. Rows are never deleted by GC: the record of who did what
+outlives the instances it touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Row,
+    cast,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from gen_durable import models, serialization
+from gen_durable.store._common import array, db_now, run
+
+A = models.audit
+
+
+def record(
+    conn: Connection,
+    action: str,
+    *,
+    target: int | str | None = None,
+    instance_id: int | None = None,
+    actor: str | None = None,
+    details: Any = None,
+    now: datetime | None = None,
+) -> int:
+    """Write one audit row in the caller's transaction; returns its id."""
+    stmt = (
+        insert(A)
+        .values(
+            at=db_now(now),
+            action=action,
+            target=None if target is None else str(target),
+            instance_id=instance_id,
+            actor=actor,
+            details=None if details is None else literal(serialization.dumps(details)).cast(JSONB),
+        )
+        .returning(A.c.id)
+    )
+    return int(run(conn, stmt).scalar_one())
+
+
+def add_count(conn: Connection, audit_id: int, key: str, by: int) -> None:
+    """Add ``by`` to the number under ``key`` in a row's details (a prune's running total)."""
+    current = func.coalesce(cast(A.c.details.op("->>")(key), BigInteger), 0)
+    details = func.coalesce(A.c.details, func.jsonb_build_object())
+    merged = func.jsonb_set(details, array([key], "text"), func.to_jsonb(current + by))
+    run(conn, update(A).where(A.c.id == audit_id).values(details=merged))
+
+
+def listing(
+    conn: Connection,
+    *,
+    action: str | None = None,
+    target: str | None = None,
+    actor: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> Sequence[Row[Any]]:
+    """Audit rows matching every given filter, newest first (keyset-paginated by id).
+
+    ``target`` matches the target as given (a key, a queue) or the instance it resolved to.
+    """
+    stmt = select(A.c.id, A.c.at, A.c.action, A.c.target, A.c.instance_id, A.c.actor, A.c.details)
+    if action is not None:
+        stmt = stmt.where(A.c.action == action)
+    if actor is not None:
+        stmt = stmt.where(A.c.actor == actor)
+    if target is not None:
+        match = A.c.target == target
+        by_id = target.isdigit() and len(target) < 19  # an instance id fits a bigint
+        stmt = stmt.where(or_(match, A.c.instance_id == int(target)) if by_id else match)
+    if before_id is not None:
+        stmt = stmt.where(A.c.id < before_id)
+    return run(conn, stmt.order_by(A.c.id.desc()).limit(limit)).all()
