@@ -11,7 +11,7 @@ from typing import Literal
 
 import attrs
 
-from gen_durable.errors import InvalidOutcome
+from gen_durable.errors import InvalidOutcome, shown
 from gen_durable.fsm import InsertSpec
 from gen_durable.outcomes import (
     KEEP,
@@ -221,7 +221,7 @@ def _decide_outcome(snap: StepSnapshot, outcome: Outcome, state: JSON, error: JS
             error=error if error is not None else _reason("Cancel", outcome.reason),
         )
     raise InvalidOutcome(
-        f"{snap.fsm}.{snap.step} returned {outcome!r}, which is not an outcome "
+        f"{snap.fsm}.{snap.step} returned {shown(outcome)}, which is not an outcome "
         "(Next, Await, Sleep, Spawn, RateLimited, Done, Fail or Cancel)"
     )
 

@@ -93,3 +93,10 @@ class InstanceFailed(DurableError):
         self.instance_id = instance_id
         self.status = status
         self.error = error
+
+
+def shown(value: object, limit: int = 200) -> str:
+    """``repr(value)``, cut to ``limit`` characters: error messages and logs name a bad
+    value without carrying a whole payload."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"

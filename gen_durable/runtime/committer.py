@@ -129,6 +129,8 @@ class Committer:
                 failures = self._pause(failures, exc)
                 continue
             except DBAPIError as exc:
+                if _is_permanent(exc):  # retrying cannot help: find the transition at fault
+                    return self._commit_alone(batch, self._lock_timeout_ms)
                 failures = self._pause(failures, exc)
                 continue
             except Exception:  # not the database's: one at a time, so only its own step fails
@@ -151,8 +153,12 @@ class Committer:
                     failures = self._pause(failures, exc)
                     continue
                 except DBAPIError as exc:
-                    failures = self._pause(failures, exc)
-                    continue
+                    if not _is_permanent(exc):
+                        failures = self._pause(failures, exc)
+                        continue
+                    log.error("a transition was refused by the database", exc_info=exc)
+                    item[1].set_exception(exc)
+                    break
                 except Exception as exc:  # the step's lease expires; it runs again
                     log.error("a transition could not be committed", exc_info=exc)
                     item[1].set_exception(exc)
@@ -190,3 +196,14 @@ class Committer:
 
 def _is_lock_timeout(exc: OperationalError) -> bool:
     return getattr(exc.orig, "sqlstate", None) == "55P03"
+
+
+PERMANENT_CLASSES = ("0A", "22", "23", "42", "44")
+"""SQLSTATE classes that the same statement meets again on every retry: feature not
+supported, data exception, integrity constraint violation, syntax error or access rule
+violation (insufficient privilege, an undefined table), WITH CHECK OPTION violation."""
+
+
+def _is_permanent(exc: DBAPIError) -> bool:
+    sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+    return sqlstate[:2] in PERMANENT_CLASSES

@@ -24,7 +24,7 @@ from gen_durable import fsm as registry
 from gen_durable.clock import monotonic
 from gen_durable.context import Context
 from gen_durable.decide import Decision, Failure, StepSnapshot, decide, outcome_state
-from gen_durable.errors import InvalidOutcome, RateLimitedError
+from gen_durable.errors import InvalidOutcome, RateLimitedError, shown
 from gen_durable.outcomes import OUTCOME_TYPES, Done, Outcome, RateLimited
 from gen_durable.retry import backoff_delay
 from gen_durable.runtime.committer import Committer
@@ -212,8 +212,11 @@ class Executor:
             use_session = ctx.session_if_open is not None
         except RateLimitedError as refused:
             _discard(ctx)
-            decision = decide(snap, RateLimited(max(0.0, refused.retry_after)), claimed.state)
-            transition = _transition(claimed, decision, _next_bucket(cls, decision))
+            try:
+                decision = decide(snap, RateLimited(max(0.0, refused.retry_after)), claimed.state)
+                transition = _transition(claimed, decision, _next_bucket(cls, decision))
+            except Exception as bad:  # a retry_after no outcome may carry: a failed attempt
+                decision, transition = failed(bad)
             use_session = False
         except Exception as exc:
             _discard(ctx)
@@ -297,7 +300,7 @@ class Executor:
                 ctx.state = serialization.structure(claimed.state, cls._gd_state_type)
                 compensation = instance.on_error(claimed.step, exc, ctx)
                 if compensation is not None and not isinstance(compensation, OUTCOME_TYPES):
-                    raise InvalidOutcome(f"on_error returned {compensation!r}")
+                    raise InvalidOutcome(f"on_error returned {shown(compensation)}")
                 if compensation is not None:
                     compensation = _as_outcome(cls, compensation)
                     state = serialization.unstructure(outcome_state(compensation, ctx.state))
@@ -344,8 +347,8 @@ def _as_outcome(cls: type[registry.Definition], value: Any) -> Outcome:
     if cls._gd_kind == "job":
         return Done(serialization.unstructure(value, "result"))
     raise InvalidOutcome(
-        f"{cls.name} returned {value!r}; a step returns Next, Await, Sleep, Spawn, Done, Fail or "
-        "Cancel"
+        f"{cls.name} returned {shown(value)}; a step returns Next, Await, Sleep, Spawn, Done, "
+        "Fail or Cancel"
     )
 
 
@@ -389,14 +392,26 @@ def _discard(ctx: Context) -> None:
         ctx._session = None
 
 
+ERROR_TEXT_LIMIT = 64 * 1024
+"""Characters of an exception's message and of its traceback kept in the stored error."""
+
+
 def _error_json(exc: BaseException, claimed: Claimed) -> dict[str, Any]:
     return {
         "type": type(exc).__name__,
-        "message": str(exc),
+        "message": _clip(str(exc)),
         "step": claimed.step,
         "attempt": claimed.attempt,
-        "traceback": "".join(traceback.format_exception(exc)),
+        "traceback": _clip("".join(traceback.format_exception(exc))),
     }
+
+
+def _clip(text: str) -> str:
+    """The start and the end of a long text (where an error's cause and site are)."""
+    if len(text) <= ERROR_TEXT_LIMIT:
+        return text
+    half = ERROR_TEXT_LIMIT // 2
+    return f"{text[:half]}\n… ({len(text) - 2 * half} characters cut) …\n{text[-half:]}"
 
 
 def _event_fields(claimed: Claimed) -> dict[str, Any]:

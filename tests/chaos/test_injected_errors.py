@@ -107,6 +107,45 @@ def test_an_error_that_is_not_the_databases_does_not_kill_the_committer(
     assert rule.fired == 2
 
 
+class Poisoned(durable.Job):
+    name = "chaos.Poisoned"
+
+    def perform(self, args: Any) -> str:
+        return "poison" if args["poison"] else "ok"
+
+
+def test_a_permanent_database_error_fails_its_steps_not_the_committer(engine: Engine) -> None:
+    """A transition the database refuses every time (here a CHECK constraint the test adds;
+    in life a value a column refuses, or a missing grant) is not retried forever, which
+    held every later commit of the runner: the group is committed one transition at a
+    time, only the refused one fails (and runs again once its lease expires), and every
+    other step commits."""
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "ALTER TABLE gen_durable.gd_instances ADD CONSTRAINT test_no_poison "
+                "CHECK (result IS DISTINCT FROM '\"poison\"'::jsonb)"
+            )
+        )
+    with Session(engine) as s, s.begin():
+        poison = durable.insert(s, Poisoned, args={"poison": True})
+        ids = durable.insert_all(s, [Poisoned.new(args={"poison": False}) for _ in range(30)])
+    with Runner(engine, queues={"default": 4}, lease=1.0, poll_interval=0.1, grace=1.0):
+        wait_until(
+            lambda: (
+                value(
+                    engine,
+                    "SELECT count(*) FROM gen_durable.gd_instances WHERE id = ANY(:ids) "
+                    "AND status = 'done'",
+                    ids=ids,
+                )
+                == len(ids)
+            ),
+            60,
+        )
+    assert snapshot(engine, poison).status != "done"
+
+
 class Writes(FSM):
     """One step that writes through ``ctx.session``."""
 
