@@ -12,8 +12,11 @@ server-side prepared statement (unless the connection was created with
 from __future__ import annotations
 
 import contextlib
+import math
+import re
 import threading
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from psycopg.pq import TransactionStatus
@@ -26,12 +29,54 @@ from gen_durable import models
 
 _DIALECT = pg_dialect.dialect()  # type: ignore[no-untyped-call]
 _lock = threading.Lock()
-_rendered: dict[tuple[int, str], tuple[Executable, str, dict[str, Any]]] = {}
+_Key = tuple[int, str, tuple[int, ...]]
+_rendered: dict[_Key, tuple[Executable, str, dict[str, Any]]] = {}
+_inline: dict[int, tuple[str, ...]] = {}
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
-def _render(stmt: Executable) -> tuple[str, dict[str, Any]]:
+def inline(stmt: Executable, *names: str) -> Executable:
+    """Have the int parameters ``names`` of ``stmt`` written into its SQL text.
+
+    For a claim's LIMIT: as a parameter, a generic plan estimates it at a tenth of the
+    table and may sort the whole backlog; as a literal, each value is a statement (and a
+    prepared plan) of its own, with the right estimate. Use it for parameters with few
+    distinct values only.
+    """
+    _inline[id(stmt)] = names
+    return stmt
+
+
+def _literal(value: Any) -> str:
+    """SQL text of one of a statement's own constants (never of a caller's value)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''").replace("%", "%%") + "'"
+    if isinstance(value, timedelta):
+        return f"'{value.total_seconds()!r} seconds'::interval"
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return "ARRAY[" + ", ".join(_literal(v) for v in value) + "]"
+    raise TypeError(f"no literal for the constant {value!r} of a hot statement")
+
+
+def _render(
+    stmt: Executable, params: Mapping[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The statement's SQL for the configured schema, and its remaining parameters.
+
+    The statement's own constants (``status = 'available'``) are written into the text,
+    so that a generic plan can still prove a partial index's predicate; only the
+    caller's values (``p_`` parameters) stay parameters.
+    """
+    names = _inline.get(id(stmt), ())
+    values = tuple(_inline_value(params, name) for name in names)
     schema = models.schema_name()
-    key = (id(stmt), schema)
+    key = (id(stmt), schema, values)
     hit = _rendered.get(key)
     if hit is None:
         assert isinstance(stmt, ClauseElement)
@@ -42,11 +87,29 @@ def _render(stmt: Executable) -> tuple[str, dict[str, Any]]:
         )
         if "POSTCOMPILE" in compiled.string:
             raise TypeError("a hot statement cannot expand IN lists; use = ANY(array)")
+        constants = dict(compiled.params)
+        constants.update({f"p_{n}": v for n, v in zip(names, values, strict=True)})
+
+        def write(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name.startswith("p_") and name[2:] not in names:
+                return match.group(0)
+            return _literal(constants[name])
+
+        sql = _PLACEHOLDER.sub(write, compiled.string)
+        remaining = {n: None for n in _PLACEHOLDER.findall(sql)}
         # The statement is kept in the entry so that its id is never reused.
-        hit = (stmt, compiled.string, dict(compiled.params))
+        hit = (stmt, sql, remaining)
         with _lock:
             _rendered[key] = hit
     return hit[1], hit[2]
+
+
+def _inline_value(params: Mapping[str, Any] | None, name: str) -> int:
+    value = (params or {}).get(name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"the inlined parameter {name!r} must be an int, got {value!r}")
+    return value
 
 
 Call = tuple[Executable, Mapping[str, Any] | None]
@@ -82,7 +145,7 @@ def pipelined(conn: Connection, calls: Sequence[Call]) -> list[list[Any]]:
             if len(calls) > 1 or driver.info.transaction_status == TransactionStatus.IDLE:
                 pipeline = stack.enter_context(driver.pipeline())
             for stmt, params in calls:
-                sql, defaults = _render(stmt)
+                sql, defaults = _render(stmt, params)
                 bound = dict(defaults)
                 if params:
                     for key, value in params.items():

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, false, func, select, true, union_all, update
+from sqlalchemy import Connection, false, func, select, true, tuple_, union_all, update
 
 from gen_durable.store import _fast, concurrency, queues, ratelimits
 from gen_durable.store._common import NOW, I, param, run, unnest_params
@@ -34,6 +34,7 @@ CLAIM_COLUMNS = (
     I.c.run_at,
     I.c.children_from,
     I.c.concurrency_key,
+    I.c.trace_context,
 )
 
 _LEASED = {
@@ -56,21 +57,36 @@ _PICK = (
         queues.NOT_PAUSED,
     )
     .order_by(I.c.priority, I.c.run_at, I.c.id)
-    .limit(queues.CLAIM_LIMIT)
+    .limit(param("limit", "int"))
     .with_for_update(of=I, skip_locked=True)
     .cte("pick")
 )
+_AHEAD = _PICK.alias("ahead")
+_PLACE = (
+    select(func.count())
+    .where(
+        tuple_(_AHEAD.c.priority, _AHEAD.c.run_at, _AHEAD.c.id)
+        < tuple_(_PICK.c.priority, _PICK.c.run_at, _PICK.c.id)
+    )
+    .scalar_subquery()
+)
+_ALLOWED = _PLACE < queues.ALLOWANCE
+"""Within what the queue's global concurrency limit leaves (the candidates ahead of this
+one are counted); always true for a queue without one."""
 _FREE = _PICK.c.concurrency_key.is_(None) & _PICK.c.rate_key.is_(None)
 _TAKEN = (
     update(I)
-    .where(I.c.id == _PICK.c.id, _FREE)
+    .where(I.c.id == _PICK.c.id, _FREE, _ALLOWED)
     .values(**_LEASED)
     .returning(*CLAIM_COLUMNS, *_LIMITED)
     .cte("taken")
 )
-_CLAIM = union_all(
-    select(*_TAKEN.c, true().label("taken")),
-    select(*_PICK.c, false().label("taken")).where(~_FREE),
+_CLAIM = _fast.inline(
+    union_all(
+        select(*_TAKEN.c, true().label("taken")),
+        select(*_PICK.c, false().label("taken")).where(~_FREE, _ALLOWED),
+    ),
+    "limit",
 )
 """One statement: lock up to ``limit`` candidates (``FOR UPDATE SKIP LOCKED``), lease
 those under no concurrency key or rate limit, and return them with the locked candidates

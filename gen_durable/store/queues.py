@@ -27,20 +27,14 @@ _RUNNING = (
     .where(I.c.queue == param("queue", "text"), I.c.status == "running")
     .scalar_subquery()
 )
-CLAIM_LIMIT = func.greatest(
-    0,
-    func.least(
-        param("limit", "int"),
-        func.coalesce(
-            select(Q.c.concurrency_limit - _RUNNING)
-            .where(Q.c.name == param("queue", "text"), Q.c.concurrency_limit.is_not(None))
-            .scalar_subquery(),
-            param("limit", "int"),
-        ),
-    ),
+ALLOWANCE = func.coalesce(
+    select(Q.c.concurrency_limit - _RUNNING)
+    .where(Q.c.name == param("queue", "text"), Q.c.concurrency_limit.is_not(None))
+    .scalar_subquery(),
+    param("limit", "int"),
 )
-"""The claim's LIMIT: the ``limit`` parameter, or fewer when the queue has a global
-concurrency limit (its running rows, across every runner, are counted)."""
+"""How many rows a claim may lease: its ``limit``, or what the queue's global concurrency
+limit leaves (its running rows, across every runner, are counted)."""
 
 LOCK_LIMITED = (
     select(Q.c.name)
