@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from procs.cli_app import Gate, Greet
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 from support import snapshot, wait_status
 
 import gen_durable as durable
+import gen_durable.testing
 
 TESTS = Path(__file__).parent
 
@@ -63,9 +64,35 @@ def test_ls_show_signal_cancel_retry_stats_prune(engine: Engine, db_url: str) ->
     assert "already finished" in cli("cancel", str(greet), dsn=db_url).stdout
     assert snapshot(engine, greet).status == "cancelled"
     assert "runnable again" in cli("retry", str(greet), dsn=db_url).stdout
-    counts = as_json(cli("stats", "--json", dsn=db_url))
-    assert {(r["queue"], r["status"], r["n"]) for r in counts} == {("default", "available", 2)}
+    stats = as_json(cli("stats", "--json", dsn=db_url))
+    assert {(r["queue"], r["status"], r["n"]) for r in stats["counts"]} == {
+        ("default", "available", 2)
+    }
+    assert {r["status"] for r in stats["steps"]} == {"available"}
+    assert sum(r["n"] for r in stats["steps"]) == 2
+    text_out = cli("stats", dsn=db_url).stdout
+    assert "per step" in text_out and "finished in the last minutes" in text_out
     assert cli("prune", "--older-than", "0", dsn=db_url).stdout.strip().startswith("pruned 0")
+
+
+def test_stats_counts_what_finished_in_the_last_minutes(engine: Engine, db_url: str) -> None:
+    with Session(engine) as s, s.begin():
+        ids = durable.insert_all(s, [Greet.new(args={"who": str(n)}) for n in range(4)])
+    durable.testing.drain(engine)
+    with engine.begin() as conn:  # one finished ten minutes ago, one an hour ago
+        conn.execute(
+            text(
+                "UPDATE gen_durable.gd_instances SET finished_at = now() - "
+                "CASE id WHEN :a THEN interval '10 minutes' ELSE interval '1 hour' END "
+                "WHERE id IN (:a, :b)"
+            ),
+            {"a": ids[0], "b": ids[1]},
+        )
+    stats = as_json(cli("stats", "--json", dsn=db_url))
+    assert stats["throughput"] == [
+        {"queue": "default", "status": "done", "last_1m": 2, "last_5m": 2, "last_15m": 3}
+    ]
+    assert stats["steps"] == []  # nothing unfinished
 
 
 def test_bad_input_gives_clear_messages_and_exit_codes(db_url: str) -> None:

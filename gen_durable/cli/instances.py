@@ -293,13 +293,21 @@ def prune(dsn: str | None, older_than: float, batch: int, actor: str) -> None:
 @dsn_option
 @json_option
 def stats(dsn: str | None, as_json: bool) -> None:
-    """Instances per queue and status."""
+    """Instances per queue and status; unfinished ones per step; instances finished in
+    the last 1, 5 and 15 minutes."""
     with open_engine(dsn) as engine, engine.connect() as conn:
-        rows = [dict(r._mapping) for r in store.queries.counts(conn)]
+        counts = [dict(r._mapping) for r in store.queries.counts(conn)]
+        steps = [dict(r._mapping) for r in store.queries.step_counts(conn)]
+        finished = [dict(r._mapping) for r in store.queries.throughput(conn, None)]
     if as_json:
-        _emit(rows)
-    else:
-        _table(rows, ["queue", "status", "n"])
+        _emit({"counts": counts, "steps": steps, "throughput": finished})
+        return
+    _table(counts, ["queue", "status", "n"])
+    click.echo("\nunfinished, per step:")
+    _table(steps, ["queue", "fsm", "step", "status", "n"])
+    click.echo("\nfinished in the last minutes:")
+    windows = [f"last_{m}m" for m in store.queries.THROUGHPUT_WINDOWS]
+    _table(finished, ["queue", "status", *windows])
 
 
 @main.command()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, select
 
-from gen_durable.store._common import I, run
+from gen_durable.store._common import I, db_now, run
 
 
 def list_instances(
@@ -56,6 +57,40 @@ def counts(conn: Connection) -> Sequence[Row[Any]]:
     """Instances per queue and status."""
     stmt = (
         select(I.c.queue, I.c.status, func.count().label("n"))
+        .group_by(I.c.queue, I.c.status)
+        .order_by(I.c.queue, I.c.status)
+    )
+    return run(conn, stmt).all()
+
+
+def step_counts(conn: Connection) -> Sequence[Row[Any]]:
+    """Unfinished instances per queue, class, step and status."""
+    stmt = (
+        select(I.c.queue, I.c.fsm, I.c.step, I.c.status, func.count().label("n"))
+        .where(I.c.finished_at.is_(None))
+        .group_by(I.c.queue, I.c.fsm, I.c.step, I.c.status)
+        .order_by(I.c.queue, I.c.fsm, I.c.step, I.c.status)
+    )
+    return run(conn, stmt).all()
+
+
+THROUGHPUT_WINDOWS = (1, 5, 15)
+"""Minutes over which :func:`throughput` counts finished instances."""
+
+
+def throughput(conn: Connection, now: datetime | None) -> Sequence[Row[Any]]:
+    """Instances finished per queue and status over the last 1, 5 and 15 minutes (read
+    through the index on ``finished_at``: the cost is the rows of the last 15 minutes)."""
+    t_now = db_now(now)
+    windows = [
+        func.count()
+        .filter(I.c.finished_at > t_now - timedelta(minutes=m))
+        .label(f"last_{m}m")
+        for m in THROUGHPUT_WINDOWS
+    ]
+    stmt = (
+        select(I.c.queue, I.c.status, *windows)
+        .where(I.c.finished_at > t_now - timedelta(minutes=max(THROUGHPUT_WINDOWS)))
         .group_by(I.c.queue, I.c.status)
         .order_by(I.c.queue, I.c.status)
     )
