@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gen_durable import events, faults, serialization, store
+from gen_durable import events, faults, serialization, store, tracing
 from gen_durable.errors import (
     DuplicateInstance,
     InvalidTransition,
@@ -68,7 +68,9 @@ def _check_target(target: object) -> int | str:
     return target
 
 
-def _new_row(spec: InsertSpec, parent_id: int | None = None) -> NewInstance:
+def _new_row(
+    spec: InsertSpec, parent_id: int | None = None, trace_context: str | None = None
+) -> NewInstance:
     return NewInstance(
         fsm=spec.cls.name,
         queue=spec.queue,
@@ -84,6 +86,7 @@ def _new_row(spec: InsertSpec, parent_id: int | None = None) -> NewInstance:
         concurrency_limit=spec.concurrency_limit,
         rate_key=spec.rate_key,
         rate_weight=spec.rate_weight,
+        trace_context=trace_context,
     )
 
 
@@ -120,6 +123,33 @@ def insert(
     insert of its key — an insert on a key whose instance has not started yet pushes its
     start back (never beyond ``max_wait`` seconds after the first insert) and, with
     ``replace=True``, replaces its state or args; the existing id is returned.
+
+    Args:
+        bind: The caller's ``Session`` or ``Connection``; nothing is committed.
+        cls: The FSM or Job class, or its registry name (registered in this process).
+        state: An FSM's state (JSON, or its ``State`` type); None: ``{}``, or for a typed
+            class a ``State`` built from no fields.
+        args: A Job's args (JSON, or its ``Args`` type); a Job takes ``args``, not
+            ``state``. None: ``{}`` for a Job without an ``Args`` class.
+        correlation_key: A name for the instance, unique among unfinished instances.
+        queue: The queue; None: the class's ``queue`` option.
+        priority: 0 to 9, lower claimed first; None: the class's ``priority`` option.
+        delay: Seconds until the instance may run (it is ``scheduled`` until then).
+        run_at: A timezone-aware time the instance may run from (instead of ``delay``).
+        max_attempts: Attempts per step; None: the class's ``max_attempts`` option.
+        concurrency_key: The concurrency key; None: what the class's
+            ``concurrency_key`` function gives.
+        concurrency_limit: How many instances with the key may run at once; None: the
+            class's ``concurrency_limit`` option.
+        on_conflict: With a live ``correlation_key``, ``"return"`` its instance's id or
+            ``"raise"`` :class:`DuplicateInstance`.
+        dedup_window: Seconds during which a finished instance with the key still counts
+            as the live one.
+        debounce: Seconds after the last insert of the key at which the instance starts.
+        max_wait: The longest ``debounce`` may push the start back, in seconds after the
+            first insert.
+        replace: With ``debounce``, replace the waiting instance's state or args.
+        now: Replaces the database's ``now()`` for the times written (for tests).
     """
     if debounce is not None:
         _check_debounce(correlation_key, debounce, max_wait, delay, run_at)
@@ -207,7 +237,8 @@ def insert_all(
     if not items:
         return []
     conn = _connection(bind)
-    rows = [_new_row(spec) for spec in items]
+    trace = tracing.current()  # its steps' spans continue the caller's trace
+    rows = [_new_row(spec, trace_context=trace) for spec in items]
     if on_conflict == "raise":
         keys = [r.correlation_key for r in rows if r.correlation_key]
         if len(keys) != len(set(keys)):
@@ -419,7 +450,8 @@ def _live_or_started(
     if spec is None:
         return None, False
     for _attempt in range(5):
-        new_id = store.instances.insert_one(conn, _new_row(spec), now)
+        new_row = _new_row(spec, trace_context=tracing.current())
+        new_id = store.instances.insert_one(conn, new_row, now)
         if new_id is not None:
             store.notify.notify(conn, [spec.queue])
             _emit_insert([_new_row(spec)], [(new_id, True)])

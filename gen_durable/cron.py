@@ -31,6 +31,21 @@ class Cron:
     Ticks missed by less than ``grace`` seconds (a leadership hand-over, a restart) still
     fire, each once. Older ticks — a long time with no runner at all — follow
     ``catch_up``: ``"skip"`` drops them, ``"last"`` runs the newest of them once.
+
+    Args:
+        expression: A 5-field cron expression (minute hour day-of-month month
+            day-of-week), e.g. ``"*/5 * * * *"``.
+        cls: The FSM or Job class (or its registry name) to insert at each tick.
+        state: The state of each new FSM instance.
+        args: The args of each new Job instance.
+        timezone: The IANA time zone the expression is read in.
+        name: The schedule's unique name, under which its ticks are recorded; None:
+            ``"<registry name>@<expression>@<timezone>"``.
+        catch_up: What happens to ticks missed by more than ``grace``: ``"skip"`` drops
+            them, ``"last"`` runs the newest of them once.
+        grace: Seconds a missed tick may be late and still fire.
+        queue: The queue of the new instances; None: the class's.
+        priority: The priority of the new instances; None: the class's.
     """
 
     expression: str

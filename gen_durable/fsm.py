@@ -28,6 +28,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_QUEUE = "default"
 MAX_PRIORITY = 9
+"""The largest ``priority``: priorities run from 0 (claimed first) to 9."""
 
 HistoryMode = Literal["all", "errors", "none"]
 HISTORY_MODES: tuple[HistoryMode, ...] = ("all", "errors", "none")
@@ -49,9 +50,13 @@ class Definition:
     name: ClassVar[str]
     """Stable registry name; defaults to ``module.QualifiedName``. Set it to survive renames."""
     queue: ClassVar[str] = DEFAULT_QUEUE
+    """The queue new instances go to (``insert(queue=...)`` overrides it)."""
     priority: ClassVar[int] = 0
+    """0 to 9: within a queue, lower priorities are claimed first, then older instances."""
     max_attempts: ClassVar[int] = 10
+    """Attempts per step; after the last, ``on_error`` may compensate or the instance fails."""
     backoff: ClassVar[BackoffSpec] = Backoff()
+    """Delay between attempts: a :class:`Backoff`, or a callable attempt -> seconds."""
     concurrency_key: ClassVar[Callable[[Any], str | None] | None] = None
     """A function of the state giving the instance's concurrency key (None: no key)."""
     concurrency_limit: ClassVar[int] = 1
@@ -149,8 +154,11 @@ class FSM(Definition):
     """
 
     steps: ClassVar[tuple[str, ...]] = ()
+    """The step names, when the steps are not marked with ``@step``."""
     initial: ClassVar[str | None] = None
+    """The first step of a new instance (None: the first of the steps)."""
     state_type: ClassVar[type[Any] | None] = None
+    """The attrs class of the state (None: a nested ``State`` class, else plain JSON)."""
 
     @classmethod
     def _gd_configure(cls) -> None:
@@ -206,6 +214,7 @@ class Job(Definition):
     """
 
     args_type: ClassVar[type[Any] | None] = None
+    """The attrs class of the args (None: a nested ``Args`` class, else plain JSON)."""
     _gd_perform_takes_ctx: ClassVar[bool] = False
 
     @classmethod

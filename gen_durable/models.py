@@ -102,6 +102,9 @@ class Instance(Base):
     """While parked by a Spawn: when to resume (``on_failure``); None otherwise."""
     children_from: Mapped[int | None] = mapped_column(BigInteger)
     """The first child id of the latest Spawn: its children are those with an id >= it."""
+    trace_context: Mapped[str | None] = mapped_column(Text)
+    """The W3C trace context (``traceparent``, then ``tracestate``) of the span that
+    inserted it, when tracing was on: its steps' spans continue that trace."""
     created_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(TS)

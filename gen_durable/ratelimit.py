@@ -29,6 +29,16 @@ class RateLimit:
 
     ``partition`` (a function of the state) gives each partition its own bucket;
     ``weight`` (a function of the state) lets a step cost more than one token.
+
+    Args:
+        rate: Tokens added to the bucket every ``per`` seconds (> 0).
+        per: The period of ``rate``, in seconds (> 0).
+        burst: The most tokens the bucket holds, so the most steps that may run back to
+            back after a quiet spell; None: ``rate``.
+        partition: A function of the state whose value names the instance's own bucket
+            (one per value); None: one bucket for the class (or the step).
+        weight: A function of the state giving the tokens one run of the step takes
+            (> 0, at most ``burst``); None: 1.
     """
 
     rate: float

@@ -17,6 +17,12 @@ class Backoff:
     """Exponential backoff with jitter: ``min(max, base * factor**(attempt-1))`` ± jitter.
 
     ``jitter`` is a fraction: 0.1 spreads each delay uniformly over ±10 %.
+
+    Args:
+        base: Seconds to wait after the first failed attempt.
+        factor: What each further failed attempt multiplies the delay by.
+        max: The longest delay, in seconds.
+        jitter: The fraction (0 to 1) of each delay it is spread by, at random, either way.
     """
 
     base: float = 1.0

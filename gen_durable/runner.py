@@ -47,18 +47,47 @@ scheduler, reaper, GC and the notifier."""
 class Runner:
     """Claims runnable instances of its queues and runs their steps on a thread pool.
 
-    ``queues`` maps queue name -> concurrency (steps in flight at once). Use it as a
-    context manager, with :meth:`start`/:meth:`stop`, or block in :meth:`run_forever`
-    (SIGTERM and SIGINT stop it gracefully: no new claims, in-flight steps get ``grace``
-    seconds to finish, the rest are released for another runner).
+    Use it as a context manager, with :meth:`start`/:meth:`stop`, or block in
+    :meth:`run_forever` (SIGTERM and SIGINT stop it gracefully: no new claims, in-flight
+    steps get ``grace`` seconds to finish, the rest are released for another runner).
+    Invalid values raise ``ConfigurationError`` when the Runner is created.
 
-    ``max_children`` caps how many children one ``Spawn`` may insert (they are written in
-    one transaction); a step that spawns more fails its attempt with ``InvalidOutcome``.
-
-    ``history`` is what the transition history (``gd_history``) records for classes that
-    do not set their own ``history`` option: ``"all"``, ``"errors"`` (steps that raised or
-    returned ``Fail``) or ``"none"``. It is ``"none"`` by default because each recorded
-    commit group costs one more INSERT (its WAL and a statement) in the hot path.
+    Args:
+        engine: A SQLAlchemy engine on the database, whose pool can hold every connection
+            the runner uses at once (workers, dispatchers and its service threads).
+        queues: Queue name -> concurrency (steps of that queue in flight at once); None:
+            ``{"default": 10}``.
+        fsms: The classes (or registry names) this runner may claim; None: every class
+            registered in its process when it claims.
+        lease: Seconds a claim stays valid without a heartbeat.
+        heartbeat: Seconds between lease extensions, shorter than ``lease``; None:
+            ``lease / 3``.
+        poll_interval: Seconds between claims when no notification arrives, and between
+            checks for due timers.
+        grace: Seconds running steps get to finish at shutdown; the claims of those still
+            running are then released for another runner.
+        reaper_interval: Seconds between checks for expired leases; None:
+            ``max(lease / 4, 0.2)``.
+        gc_retention: Seconds a finished instance is kept before it is deleted (7 days).
+        gc_interval: Seconds between garbage-collection rounds.
+        listen: Hold a ``LISTEN`` connection for immediate wake-ups; False polls only (for
+            PgBouncer in transaction pooling mode).
+        check_schema: At start, check that the database is migrated for this library.
+        node_id: This runner's name in ``gd_nodes`` and in its claims; None:
+            ``host:pid:random``.
+        observer: A callable that receives a :class:`StepReport` after each step.
+        max_children: The most children one ``Spawn`` may insert (they are written in one
+            transaction); a step that spawns more fails its attempt with
+            ``InvalidOutcome``.
+        cron: ``Cron(...)`` schedules to fire; with any, the runners elect a leader, and
+            only the leader fires them.
+        leader_ttl: Seconds the leader's lease lasts unrenewed (it renews every third of
+            it); when it lapses another runner takes over the schedules.
+        history: What the transition history (``gd_history``) records for classes that
+            do not set their own ``history`` option: ``"all"``, ``"errors"`` (steps that
+            raised or returned ``Fail``) or ``"none"`` — the default, because each
+            recorded commit group costs one more INSERT (its WAL and a statement) in the
+            hot path.
     """
 
     def __init__(

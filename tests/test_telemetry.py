@@ -162,6 +162,7 @@ def test_steps_emit_claim_start_stop_exception_and_retry(engine: Engine) -> None
         "queue": "default",
         "attempt": 1,
         "max_attempts": 10,
+        "trace_context": None,
     }
     stops = {e["instance_id"]: e.data for e in recording.of("step.stop")}
     assert stops[ok]["kind"] == "done" and stops[ok]["committed"] is True

@@ -94,6 +94,7 @@ def to_claimed(
                 parent_id=r.parent_id,
                 awaited=pack,
                 children=tuple(children.get(r.id, ())),
+                trace_context=r.trace_context,
             )
         )
     return claimed

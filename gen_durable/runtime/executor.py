@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from gen_durable import events, faults, serialization, store
+from gen_durable import events, faults, serialization, store, tracing
 from gen_durable import fsm as registry
 from gen_durable.clock import monotonic
 from gen_durable.context import Context
@@ -52,6 +52,8 @@ class Claimed:
     parent_id: int | None
     awaited: tuple[Signal, ...] = ()
     children: tuple[Child, ...] = ()
+    trace_context: str | None = None
+    """The trace context stored at insert (see :mod:`gen_durable.tracing`)."""
 
 
 @attrs.frozen
@@ -165,7 +167,7 @@ class Executor:
         cls = registry.lookup(claimed.fsm)
         assert cls is not None, "the dispatcher claims only known classes"
         if events.active("step.start"):
-            events.emit("step.start", **_event_fields(claimed))
+            events.emit("step.start", **_event_fields(claimed), trace_context=claimed.trace_context)
         if cls.timeout is not None:
             lease.deadline = started + cls.timeout
         snap = StepSnapshot(
@@ -205,7 +207,13 @@ class Executor:
             instance = cls()
             if faults.active is not None:
                 faults.hit("in_step")
-            outcome = _as_outcome(cls, instance.step(claimed.step, ctx))
+            tracer = tracing.tracer
+            if tracer is None:
+                returned = instance.step(claimed.step, ctx)
+            else:
+                with tracer.step_scope(claimed.id):
+                    returned = instance.step(claimed.step, ctx)
+            outcome = _as_outcome(cls, returned)
             new_state = serialization.unstructure(outcome_state(outcome, ctx.state))
             decision = decide(snap, outcome, new_state)
             transition = _transition(claimed, decision, _next_bucket(cls, decision))

@@ -39,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from gen_durable import serialization
+from gen_durable import serialization, tracing
 from gen_durable.fsm import InsertSpec
 from gen_durable.store._common import INSTANCE_IDS, NOW, ZERO, I, param, run, unnest_params
 from gen_durable.types import JSON
@@ -70,6 +70,7 @@ _C = unnest_params(
     concurrency_limit="int",
     rate_key="text",
     rate_weight="float",
+    trace_context="text",
     run_at="tsz",
     delay="interval",
     error="text",
@@ -89,6 +90,7 @@ _COLUMNS = [
     "concurrency_limit",
     "rate_key",
     "rate_weight",
+    "trace_context",
     "run_at",
     "status",
     "created_at",
@@ -112,6 +114,7 @@ _INSERT = (
             _C.c.concurrency_limit,
             _C.c.rate_key,
             _C.c.rate_weight,
+            _C.c.trace_context,
             _CHILD_DUE,
             case((_CHILD_DUE > NOW, "scheduled"), else_="available"),
             NOW,
@@ -141,6 +144,7 @@ _INSERT_FAILED = pg_insert(I).from_select(
         _C.c.concurrency_limit,
         _C.c.rate_key,
         _C.c.rate_weight,
+        _C.c.trace_context,
         literal(None, I.c.run_at.type),
         literal("failed"),
         NOW,
@@ -165,7 +169,8 @@ def insert(
     ``spawned`` holds (parent id, specs, the ids drawn for them). Returns (id, status,
     queue) of each child inserted runnable, and (parent id, child id, queue) of each
     child born failed because an unfinished instance holds its correlation key (the
-    caller counts those as finished).
+    caller counts those as finished). With tracing on, each child's trace context is the
+    span of the step that spawned it (:meth:`gen_durable.tracing.Tracer.of_step`).
     """
     rows = [
         (parent, spec, child)
@@ -202,6 +207,13 @@ def _params(
     rows: Sequence[tuple[int, InsertSpec, int]], errors: Sequence[str | None], now: datetime | None
 ) -> dict[str, Any]:
     specs = [spec for _, spec, _ in rows]
+    # The parent's step span, when tracing is on, is the parent of its children's spans.
+    tracer = tracing.tracer
+    traces = (
+        {parent: tracer.of_step(parent) for parent in {p for p, _, _ in rows}}
+        if tracer is not None
+        else {}
+    )
     return {
         "id": [child for _, _, child in rows],
         "fsm": [s.cls.name for s in specs],
@@ -216,6 +228,7 @@ def _params(
         "concurrency_limit": [s.concurrency_limit for s in specs],
         "rate_key": [s.rate_key for s in specs],
         "rate_weight": [s.rate_weight for s in specs],
+        "trace_context": [traces.get(parent) for parent, _, _ in rows],
         "run_at": [s.run_at for s in specs],
         "delay": [None if s.delay is None else timedelta(seconds=s.delay) for s in specs],
         "error": list(errors),

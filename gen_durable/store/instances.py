@@ -43,6 +43,7 @@ class NewInstance:
     concurrency_limit: int | None = None
     rate_key: str | None = None
     rate_weight: float | None = None
+    trace_context: str | None = None
 
 
 def _live_key_conflict() -> dict[str, Any]:
@@ -70,6 +71,7 @@ def insert_one(conn: Connection, row: NewInstance, now: datetime | None) -> int 
             concurrency_limit=row.concurrency_limit,
             rate_key=row.rate_key,
             rate_weight=row.rate_weight,
+            trace_context=row.trace_context,
             run_at=due,
             status=case((due > t_now, "scheduled"), else_="available"),
             created_at=t_now,
@@ -109,6 +111,7 @@ def insert_many(
         concurrency_limit=([r.concurrency_limit for r in rows], "int"),
         rate_key=([r.rate_key for r in rows], "text"),
         rate_weight=([r.rate_weight for r in rows], "float"),
+        trace_context=([r.trace_context for r in rows], "text"),
         run_at=([r.run_at for r in rows], "tsz"),
         delay=([None if r.delay is None else timedelta(seconds=r.delay) for r in rows], "interval"),
     )
@@ -128,6 +131,7 @@ def insert_many(
         t.c.concurrency_limit,
         t.c.rate_key,
         t.c.rate_weight,
+        t.c.trace_context,
         due,
         case((due > t_now, "scheduled"), else_="available"),
         t_now,
@@ -150,6 +154,7 @@ def insert_many(
                 "concurrency_limit",
                 "rate_key",
                 "rate_weight",
+                "trace_context",
                 "run_at",
                 "status",
                 "created_at",
