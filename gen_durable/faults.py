@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 ENV = "GEN_DURABLE_FAULTS"
+"""Fault rules for this process, read once at import (for reliability tests only)."""
 
 POINTS: dict[str, str] = {
     "claim": "inside the claim's transaction, after the rows were leased",

@@ -72,7 +72,13 @@ def mermaid(edges: Sequence[dict[str, Any]]) -> str:
 @click.option("--action", help="Only this action (retry, cancel, signal, pause, resume, prune).")
 @click.option("--target", help="Only actions on this instance id, correlation key or queue.")
 @click.option("--actor", help="Only actions by this actor.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Rows per page.",
+)
 @click.option("--before", "before_id", type=int, help="Page: audit ids below this one.")
 @json_option
 def audit(dsn: str | None, as_json: bool, **filters: Any) -> None:

@@ -45,11 +45,17 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 @main.command(name="ls")
 @dsn_option
 @click.option("--class", "fsm", help="Registry name of the FSM or Job class.")
-@click.option("--status", type=click.Choice(models.STATUSES))
-@click.option("--queue")
-@click.option("--step")
+@click.option("--status", type=click.Choice(models.STATUSES), help="Only this status.")
+@click.option("--queue", help="Only this queue.")
+@click.option("--step", help="Only instances at this step.")
 @click.option("--key", "correlation_key", help="Correlation key.")
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Rows per page.",
+)
 @click.option("--before", "before_id", type=int, help="Page: ids below this one.")
 @json_option
 def list_command(dsn: str | None, as_json: bool, **filters: Any) -> None:
@@ -176,7 +182,11 @@ def _history_json(row: Any) -> dict[str, Any]:
 @click.argument("target")
 @click.argument("name")
 @click.argument("payload", required=False, default="null")
-@click.option("--idempotency-key", default=None)
+@click.option(
+    "--idempotency-key",
+    default=None,
+    help="Deliver once per key and instance (a repeat is reported).",
+)
 @actor_option
 @json_option
 def signal_command(
@@ -215,7 +225,12 @@ def signal_command(
 @main.command()
 @dsn_option
 @click.argument("target")
-@click.option("--reason", default="cancelled by operator", show_default=True)
+@click.option(
+    "--reason",
+    default="cancelled by operator",
+    show_default=True,
+    help="Stored as the instance's error.",
+)
 @actor_option
 def cancel(dsn: str | None, target: str, reason: str, actor: str) -> None:
     """Cancel an unfinished instance (a running step's commit is fenced out)."""

@@ -68,7 +68,7 @@ def _load(spec: str) -> Any:
     help="Poll only, for PgBouncer in transaction pooling mode: no LISTEN connection, and "
     "the engine made from --dsn sends no server-side prepared statements.",
 )
-@click.option("-v", "--verbose", is_flag=True)
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO instead of WARNING.")
 def run(
     dsn: str | None,
     app: str | None,

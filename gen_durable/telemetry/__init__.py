@@ -7,7 +7,7 @@
 Every event is also logged on the ``gen_durable.events`` logger, with its fields as
 ``extra=`` (structured logging), at the level :data:`LEVELS` gives it; turn that off with
 :func:`detach_default_logger`. Adapters: :mod:`gen_durable.telemetry.prometheus`
-(the ``prometheus`` extra).
+(the ``prometheus`` extra) and :mod:`gen_durable.telemetry.otel` (the ``otel`` extra).
 """
 
 from __future__ import annotations
