@@ -11,7 +11,7 @@ import click
 
 from gen_durable import store
 from gen_durable.cli import dsn_option, main, open_engine
-from gen_durable.cli.instances import _emit, _table, json_option
+from gen_durable.cli.instances import _emit, _table, json_option, page_option
 
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KEYWORDS = frozenset({"state", "note", "end", "direction", "class", "classDef", "as"})
@@ -72,13 +72,7 @@ def mermaid(edges: Sequence[dict[str, Any]]) -> str:
 @click.option("--action", help="Only this action (retry, cancel, signal, pause, resume, prune).")
 @click.option("--target", help="Only actions on this instance id, correlation key or queue.")
 @click.option("--actor", help="Only actions by this actor.")
-@click.option(
-    "--limit",
-    default=50,
-    show_default=True,
-    type=click.IntRange(1, 10_000),
-    help="Rows per page.",
-)
+@page_option
 @click.option("--before", "before_id", type=int, help="Page: audit ids below this one.")
 @json_option
 def audit(dsn: str | None, as_json: bool, **filters: Any) -> None:

@@ -16,6 +16,14 @@ from gen_durable.errors import DurableError
 from gen_durable.types import InstanceSnapshot
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+page_option = click.option(
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Rows per page.",
+)
+"""The page size of a listing (paginated with ``--before``)."""
 
 
 def _target(value: str) -> int | str:
@@ -49,13 +57,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 @click.option("--queue", help="Only this queue.")
 @click.option("--step", help="Only instances at this step.")
 @click.option("--key", "correlation_key", help="Correlation key.")
-@click.option(
-    "--limit",
-    default=50,
-    show_default=True,
-    type=click.IntRange(1, 10_000),
-    help="Rows per page.",
-)
+@page_option
 @click.option("--before", "before_id", type=int, help="Page: ids below this one.")
 @json_option
 def list_command(dsn: str | None, as_json: bool, **filters: Any) -> None:
