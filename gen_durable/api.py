@@ -3,7 +3,8 @@
 Every function works inside the caller's transaction — a SQLAlchemy ``Session`` or
 ``Connection`` — and never commits for them. Input is validated before any SQL runs; a
 check only the database can make runs in a SAVEPOINT, so a typed error leaves the
-caller's transaction usable and nothing written.
+caller's transaction usable and nothing written. Inserting and signalling live here;
+actions on existing instances and queues in :mod:`gen_durable.operations`.
 """
 
 from __future__ import annotations
@@ -14,24 +15,26 @@ from typing import Any, Literal
 
 import attrs
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from gen_durable import events, faults, serialization, store, tracing
-from gen_durable.errors import (
-    DuplicateInstance,
-    InvalidTransition,
-    NotFound,
-    ValidationError,
-)
+from gen_durable.errors import DuplicateInstance, InvalidTransition, NotFound, ValidationError
 from gen_durable.fsm import Definition, InsertSpec, resolve
+from gen_durable.operations import (
+    cancel,
+    get,
+    pause_queue,
+    resume_queue,
+    retry,
+    set_queue_limit,
+)
 from gen_durable.store.instances import NewInstance
-from gen_durable.types import JSON, InstanceSnapshot, SignalInfo, SignalResult, Status
+from gen_durable.targets import Bind, check_actor, check_target, connection, not_found
+from gen_durable.types import JSON, SignalResult
 
-Bind = Session | Connection
 OnConflict = Literal["return", "raise"]
 
 __all__ = [
+    "Bind",
     "cancel",
     "get",
     "insert",
@@ -39,33 +42,14 @@ __all__ = [
     "pause_queue",
     "resume_queue",
     "retry",
+    "set_queue_limit",
     "signal",
 ]
-
-
-def _connection(bind: Bind) -> Connection:
-    if isinstance(bind, Session):
-        return bind.connection()
-    if isinstance(bind, Connection):
-        return bind
-    raise ValidationError(f"expected a SQLAlchemy Session or Connection, got {type(bind).__name__}")
 
 
 def _check_on_conflict(value: str) -> None:
     if value not in ("return", "raise"):
         raise ValidationError(f"on_conflict must be 'return' or 'raise', got {value!r}")
-
-
-def _check_target(target: object) -> int | str:
-    if isinstance(target, bool) or not isinstance(target, int | str):
-        raise ValidationError(
-            f"target must be an instance id (int) or a correlation key (str), got {target!r}"
-        )
-    if isinstance(target, str):
-        return serialization.check_text(target, "a correlation key")
-    if not -serialization.MAX_ID - 1 <= target <= serialization.MAX_ID:
-        raise ValidationError(f"an instance id is a 64-bit integer, got {target}")
-    return target
 
 
 def _new_row(
@@ -171,9 +155,7 @@ def insert(
         pushed = _debounce(bind, spec, debounce, max_wait, replace, now)
         if pushed is not None:
             return pushed
-    return insert_all(
-        bind, [spec], on_conflict=on_conflict, dedup_window=dedup_window, now=now
-    )[0]
+    return insert_all(bind, [spec], on_conflict=on_conflict, dedup_window=dedup_window, now=now)[0]
 
 
 def _check_debounce(
@@ -204,7 +186,7 @@ def _debounce(
 ) -> int | None:
     """Push back the key's unstarted instance; its id, or None to insert a new one."""
     assert spec.correlation_key is not None
-    conn = _connection(bind)
+    conn = connection(bind)
     row = store.instances.lock_target(conn, spec.correlation_key)
     if row is None:
         return None
@@ -236,7 +218,7 @@ def insert_all(
             raise ValidationError(f"insert_all takes specs from Cls.new(...), got {spec!r}")
     if not items:
         return []
-    conn = _connection(bind)
+    conn = connection(bind)
     trace = tracing.current()  # its steps' spans continue the caller's trace
     rows = [_new_row(spec, trace_context=trace) for spec in items]
     if on_conflict == "raise":
@@ -253,8 +235,8 @@ def insert_all(
                 raise DuplicateInstance(clash.correlation_key, ids[rows.index(clash)][0])
     else:
         ids = _insert_rows(conn, rows, now, dedup_window)
-    made_queues = [r.queue for r, (_, made) in zip(rows, ids, strict=True) if made]
-    store.notify.notify(conn, made_queues)
+    if len(rows) > 1:  # a single row's insert woke its queue itself
+        store.notify.notify(conn, [r.queue for r, (_, made) in zip(rows, ids, strict=True) if made])
     _emit_insert(rows, ids)
     return [i for i, _ in ids]
 
@@ -371,21 +353,21 @@ def signal(
     With ``actor`` (an operator sending it by hand), the signal is also recorded in the
     audit table; signals an application sends, without ``actor``, are not.
     """
-    target = _check_target(target)
+    target = check_target(target)
     _check_signal_name(name)
-    _check_actor(actor)
+    check_actor(actor)
     _check_window(dedup_window)
     if idempotency_key is not None:
         serialization.check_text(idempotency_key, "idempotency_key")
     spec = _start_spec(start, target) if start is not None else None
     body = serialization.dumps(serialization.unstructure(payload, "signal payload"))
-    conn = _connection(bind)
+    conn = connection(bind)
     row = store.instances.lock_target(conn, target)
     started = False
     if row is None and isinstance(target, str) and (spec is not None or dedup_window):
         row, started = _live_or_started(conn, target, spec, dedup_window, now)
     if row is None:
-        raise NotFound(_not_found(target, live=True))
+        raise NotFound(not_found(target, live=True))
     signal_id, duplicate = store.signals.insert_signal(
         conn, row.id, name, body, idempotency_key, now
     )
@@ -453,7 +435,6 @@ def _live_or_started(
         new_row = _new_row(spec, trace_context=tracing.current())
         new_id = store.instances.insert_one(conn, new_row, now)
         if new_id is not None:
-            store.notify.notify(conn, [spec.queue])
             _emit_insert([_new_row(spec)], [(new_id, True)])
             return store.instances.lock_target(conn, new_id), True
         # Another caller inserted the key first (and committed): deliver to theirs.
@@ -461,213 +442,3 @@ def _live_or_started(
         if row is not None:
             return row, False
     raise InvalidTransition(f"correlation key {key!r} kept changing hands; try again")
-
-
-def cancel(
-    bind: Bind,
-    target: int | str,
-    reason: str = "cancelled",
-    *,
-    actor: str | None = None,
-    now: datetime | None = None,
-) -> bool:
-    """Cancel an unfinished instance and its unfinished descendants; False if it had
-    already finished.
-
-    A running step's lease is revoked at once: its commit is fenced out and what it
-    wrote through ``ctx.session`` rolls back. A cancelled child counts as finished for
-    its parent's join. A cancel that took effect is recorded in the audit table, with
-    ``actor`` (None when not given).
-    """
-    target = _check_target(target)
-    if not isinstance(reason, str):
-        raise ValidationError("reason must be a string")
-    _check_actor(actor)
-    error = serialization.dumps(
-        serialization.unstructure({"type": "Cancel", "message": reason}, "reason")
-    )
-    conn = _connection(bind)
-    found = (
-        target
-        if isinstance(target, int)
-        else store.instances.live_ids_by_key(conn, [target]).get(target)
-    )
-    row = store.instances.fetch(conn, found) if found is not None else None
-    if row is None:
-        if isinstance(target, str) and store.instances.resolve_read(conn, target) is not None:
-            return False
-        raise NotFound(_not_found(target, live=isinstance(target, str)))
-    if row.finished_at is not None:
-        return False
-    # Descendants first, then the instance, then its parent: children are always locked
-    # before their parents. The second sweep catches a Spawn that landed in between.
-    note = {"type": "Cancel", "message": f"ancestor {row.id} was cancelled: {reason}"}
-    gone = list(store.children.cancel_descendants(conn, [row.id], note, now))
-    if store.instances.cancel(conn, row.id, error, now) is None:
-        return False
-    gone.extend(store.children.cancel_descendants(conn, [row.id], note, now))
-    if row.parent_id is not None:
-        woken, siblings = store.children.finish(conn, [(row.parent_id, row.id, False)], now)
-        store.notify.notify(conn, [w.queue for w in woken])
-        gone.extend(siblings)
-    if row.status == "running" and row.concurrency_key is not None:
-        freed = store.concurrency.release(conn, [row.concurrency_key], now)
-        store.notify.notify(conn, [f.queue for f in freed])
-    store.notify.notify_finished(conn, [row.id, *(g.id for g in gone)])
-    details = {"reason": reason, "descendants": len({g.id for g in gone})}
-    store.audit.record(
-        conn, "cancel", target=target, instance_id=row.id, actor=actor, details=details, now=now
-    )
-    return True
-
-
-def retry(
-    bind: Bind, target: int | str, *, actor: str | None = None, now: datetime | None = None
-) -> int:
-    """Run a failed or cancelled instance again from the step it ended at; returns its id.
-
-    Attempts start over. Raises :class:`InvalidTransition` for an instance that is not
-    failed or cancelled, and :class:`DuplicateInstance` if another unfinished instance
-    has taken its correlation key meanwhile. A retry is recorded in the audit table, with
-    ``actor`` (None when not given).
-    """
-    target = _check_target(target)
-    _check_actor(actor)
-    conn = _connection(bind)
-    instance_id = store.instances.resolve_read(conn, target)
-    if instance_id is None:
-        raise NotFound(_not_found(target, live=False))
-    try:
-        with conn.begin_nested():
-            row = store.instances.retry(conn, instance_id, now)
-    except IntegrityError as exc:
-        current = store.instances.fetch(conn, instance_id)
-        key = current.correlation_key if current is not None else None
-        holder = store.instances.live_ids_by_key(conn, [key]) if key else {}
-        raise DuplicateInstance(key or "", holder.get(key or "", 0)) from exc
-    if row is None:
-        current = store.instances.fetch(conn, instance_id)
-        status = current.status if current is not None else "missing"
-        raise InvalidTransition(
-            f"instance {instance_id} is {status}; only failed or cancelled ones can be retried"
-        )
-    store.children.reopen(conn, instance_id, now)  # a parent still joining waits for it again
-    store.notify.notify(conn, [row.queue])
-    store.audit.record(conn, "retry", target=target, instance_id=instance_id, actor=actor, now=now)
-    return instance_id
-
-
-def get(bind: Bind, target: int | str) -> InstanceSnapshot:
-    """A read-only snapshot of an instance, with its signals.
-
-    A correlation key resolves to its unfinished instance, else to the newest finished
-    one.
-    """
-    target = _check_target(target)
-    conn = _connection(bind)
-    instance_id = store.instances.resolve_read(conn, target)
-    row = store.instances.fetch(conn, instance_id) if instance_id is not None else None
-    if row is None:
-        raise NotFound(_not_found(target, live=False))
-    signals = tuple(
-        SignalInfo(
-            id=s.id,
-            name=s.name,
-            payload=s.payload,
-            created_at=s.created_at,
-            consumed_at=s.consumed_at,
-            idempotency_key=s.idempotency_key,
-        )
-        for s in store.instances.fetch_signals(conn, row.id)
-    )
-    return InstanceSnapshot(
-        id=row.id,
-        fsm=row.fsm,
-        status=Status(row.status),
-        step=row.step,
-        state=row.state,
-        queue=row.queue,
-        priority=row.priority,
-        attempt=row.attempt,
-        max_attempts=row.max_attempts,
-        version=row.version,
-        correlation_key=row.correlation_key,
-        run_at=row.run_at,
-        awaiting=tuple(row.await_names) if row.await_names is not None else None,
-        result=row.result,
-        error=row.error,
-        parent_id=row.parent_id,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        finished_at=row.finished_at,
-        signals=signals,
-        children=tuple(store.children.ids_of(conn, row.id)),
-    )
-
-
-def _not_found(target: int | str, live: bool) -> str:
-    if isinstance(target, int):
-        return f"no instance has id {target}"
-    if live:
-        return f"no unfinished instance has correlation key {target!r}"
-    return f"no instance has correlation key {target!r}"
-
-
-def _check_queue(name: object) -> str:
-    return serialization.check_text(name, "a queue name")
-
-
-def pause_queue(
-    bind: Bind, queue: str, *, actor: str | None = None, now: datetime | None = None
-) -> None:
-    """Stop every runner from claiming in ``queue`` (when the caller commits).
-
-    Steps already running finish; nothing new starts until :func:`resume_queue`. Recorded
-    in the audit table, with ``actor`` (None when not given).
-    """
-    _check_actor(actor)
-    conn = _connection(bind)
-    store.queues.set_paused(conn, _check_queue(queue), True, now)
-    store.audit.record(conn, "pause", target=queue, actor=actor, now=now)
-
-
-def resume_queue(
-    bind: Bind, queue: str, *, actor: str | None = None, now: datetime | None = None
-) -> None:
-    """Let runners claim in ``queue`` again, and wake them (recorded like a pause)."""
-    _check_actor(actor)
-    conn = _connection(bind)
-    store.queues.set_paused(conn, _check_queue(queue), False, now)
-    store.notify.notify(conn, [queue])
-    store.audit.record(conn, "resume", target=queue, actor=actor, now=now)
-
-
-def set_queue_limit(
-    bind: Bind,
-    queue: str,
-    limit: int | None,
-    *,
-    actor: str | None = None,
-    now: datetime | None = None,
-) -> None:
-    """At most ``limit`` steps of ``queue`` run at once across every runner (None: no
-    global limit, only each runner's own concurrency). Takes effect at the next claim
-    after the caller commits; steps already running finish. Recorded in the audit table.
-    """
-    _check_actor(actor)
-    if limit is not None and not serialization.is_count(limit):
-        raise ValidationError(
-            f"a queue's concurrency limit is an int from 1 to {serialization.MAX_INT32} or "
-            f"None, got {limit!r}"
-        )
-    conn = _connection(bind)
-    store.queues.set_limit(conn, _check_queue(queue), limit, now)
-    store.notify.notify(conn, [queue])
-    store.audit.record(
-        conn, "queue_limit", target=queue, actor=actor, details={"limit": limit}, now=now
-    )
-
-
-def _check_actor(actor: object) -> None:
-    if actor is not None:
-        serialization.check_text(actor, "actor")

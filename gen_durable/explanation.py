@@ -9,9 +9,9 @@ from typing import Any, Literal
 import attrs
 
 from gen_durable import store
-from gen_durable.api import Bind, _check_target, _connection, _not_found
 from gen_durable.errors import NotFound, ValidationError
 from gen_durable.store import explain as explain_sql
+from gen_durable.targets import Bind, check_target, connection, not_found
 from gen_durable.types import JSON, Status
 
 __all__ = ["Explanation", "Reason", "explain"]
@@ -102,18 +102,18 @@ def explain(
     how). A runner counts as live when it sent a heartbeat in the last
     ``heartbeat_timeout`` seconds. Read-only: runs in the caller's transaction.
     """
-    target = _check_target(target)
+    target = check_target(target)
     if (
         isinstance(heartbeat_timeout, bool)
         or not isinstance(heartbeat_timeout, int | float)
         or not heartbeat_timeout > 0
     ):
         raise ValidationError(f"heartbeat_timeout must be seconds > 0, got {heartbeat_timeout!r}")
-    conn = _connection(bind)
+    conn = connection(bind)
     found = store.instances.resolve_read(conn, target)
     row = store.instances.fetch(conn, found) if found is not None else None
     if row is None:
-        raise NotFound(_not_found(target, live=False))
+        raise NotFound(not_found(target, live=False))
     at = explain_sql.database_now(conn, now)
     base: dict[str, Any] = {
         "instance_id": row.id,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from sqlalchemy import Engine, text
+import psycopg
+from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 from support import wait_status, wait_until
 
 import gen_durable as durable
-from gen_durable import FSM, Done, Runner, step
+from gen_durable import FSM, Done, Runner, step, store
 
 SLOW_POLL = 60.0
 """A poll interval far longer than the tests' deadlines: only a notification can wake."""
@@ -79,3 +81,36 @@ def test_polling_alone_runs_work_when_listen_is_off(engine: Engine) -> None:
         late = _insert(engine)
         wait_status(engine, iid, "done", timeout=10)
         wait_status(engine, late, "done", timeout=10)
+
+
+def test_an_insert_is_one_statement_that_wakes_its_queue_only_when_it_writes(
+    engine: Engine,
+) -> None:
+    """The single insert of a web request sends its wake-up in the same statement; an
+    insert that resolves to a live instance's correlation key wakes nobody."""
+    listener = psycopg.connect(
+        engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+        autocommit=True,
+    )
+    try:
+        store.notify.listen(listener)
+        statements: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            statements.append(statement)
+
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            with Session(engine) as s, s.begin():
+                first = durable.insert(s, Ping, correlation_key="order:1")
+            made = statements[:]
+            with Session(engine) as s, s.begin():
+                again = durable.insert(s, Ping, correlation_key="order:1")
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+        assert again == first
+        assert len(made) == 1 and "pg_notify" in made[0], made
+        woken = [n.payload for n in listener.notifies(timeout=1.0, stop_after=2)]
+    finally:
+        listener.close()
+    assert woken == ["default"]

@@ -11,14 +11,17 @@ from sqlalchemy import Connection, Row, case, cast, func, literal, select, updat
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from gen_durable.store import notify
 from gen_durable.store._common import (
     FINISHED,
     INSTANCE_IDS,
-    TSZ,
+    NOW,
+    ZERO,
     I,
     S,
     array,
     db_now,
+    param,
     run,
     seconds,
     unnest,
@@ -50,37 +53,47 @@ def _live_key_conflict() -> dict[str, Any]:
     return {"index_elements": [I.c.correlation_key], "index_where": I.c.finished_at.is_(None)}
 
 
+_DUE = func.coalesce(param("run_at", "tsz"), NOW + func.coalesce(param("delay", "interval"), ZERO))
+_INSERT_ONE = (
+    pg_insert(I)
+    .values(
+        fsm=param("fsm", "text"),
+        queue=param("queue", "text"),
+        priority=param("priority", "int"),
+        step=param("step", "text"),
+        state=cast(param("state", "text"), JSONB),
+        max_attempts=param("max_attempts", "int"),
+        correlation_key=param("correlation_key", "text"),
+        parent_id=param("parent_id", "bigint"),
+        concurrency_key=param("concurrency_key", "text"),
+        concurrency_limit=param("concurrency_limit", "int"),
+        rate_key=param("rate_key", "text"),
+        rate_weight=param("rate_weight", "float"),
+        trace_context=param("trace_context", "text"),
+        run_at=_DUE,
+        status=case((_DUE > NOW, "scheduled"), else_="available"),
+        created_at=NOW,
+        updated_at=NOW,
+    )
+    .on_conflict_do_nothing(**_live_key_conflict())
+    .returning(I.c.id, I.c.queue)
+    .cte("ins")
+)
+_INSERT_ONE_AND_WAKE = select(
+    _INSERT_ONE.c.id, func.pg_notify(param("channel", "text"), _INSERT_ONE.c.queue)
+)
+"""Prebuilt, so that SQLAlchemy compiles it once: the single insert is a web request's, one
+statement that also wakes the runners of its queue (when the caller commits)."""
+
+
 def insert_one(conn: Connection, row: NewInstance, now: datetime | None) -> int | None:
-    """Insert one instance; None when an unfinished instance holds its correlation key."""
-    t_now = db_now(now)
-    due = func.coalesce(
-        literal(row.run_at, TSZ), t_now + func.coalesce(seconds(row.delay), seconds(0))
-    )
-    stmt = (
-        pg_insert(I)
-        .values(
-            fsm=row.fsm,
-            queue=row.queue,
-            priority=row.priority,
-            step=row.step,
-            state=cast(literal(row.state), JSONB),
-            max_attempts=row.max_attempts,
-            correlation_key=row.correlation_key,
-            parent_id=row.parent_id,
-            concurrency_key=row.concurrency_key,
-            concurrency_limit=row.concurrency_limit,
-            rate_key=row.rate_key,
-            rate_weight=row.rate_weight,
-            trace_context=row.trace_context,
-            run_at=due,
-            status=case((due > t_now, "scheduled"), else_="available"),
-            created_at=t_now,
-            updated_at=t_now,
-        )
-        .on_conflict_do_nothing(**_live_key_conflict())
-        .returning(I.c.id)
-    )
-    found: int | None = run(conn, stmt).scalar_one_or_none()
+    """Insert one instance and wake its queue; None when an unfinished instance holds its
+    correlation key (nothing written, nobody woken)."""
+    params = attrs.asdict(row)
+    params["delay"] = None if row.delay is None else timedelta(seconds=row.delay)
+    params["now"] = now
+    params["channel"] = notify.channel()
+    found: int | None = run(conn, _INSERT_ONE_AND_WAKE, params).scalar_one_or_none()
     return found
 
 

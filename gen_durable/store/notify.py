@@ -9,7 +9,7 @@ from psycopg import sql
 from sqlalchemy import Connection, Text, cast, func, select
 
 from gen_durable import models
-from gen_durable.store._common import array, run
+from gen_durable.store._common import array, param, run
 
 
 def channel(schema: str | None = None) -> str:
@@ -30,13 +30,16 @@ def notify_finished(conn: Connection, instance_ids: Iterable[int]) -> None:
         run(conn, select(func.pg_notify(finished_channel(), cast(x.c.id, Text))).select_from(x))
 
 
+_QUEUE = func.unnest(param("queues", "text", is_array=True)).table_valued("q").render_derived()
+_NOTIFY = select(func.pg_notify(param("channel", "text"), _QUEUE.c.q)).select_from(_QUEUE)
+
+
 def notify(conn: Connection, queues: Iterable[str]) -> None:
     """Send one wake-up per distinct queue (delivered when the caller commits)."""
     distinct = sorted(set(queues))
     if not distinct:
         return
-    name = channel()
-    run(conn, select(*(func.pg_notify(name, q) for q in distinct)))
+    run(conn, _NOTIFY, {"channel": channel(), "queues": distinct})
 
 
 def listen(

@@ -83,9 +83,7 @@ def throughput(conn: Connection, now: datetime | None) -> Sequence[Row[Any]]:
     through the index on ``finished_at``: the cost is the rows of the last 15 minutes)."""
     t_now = db_now(now)
     windows = [
-        func.count()
-        .filter(I.c.finished_at > t_now - timedelta(minutes=m))
-        .label(f"last_{m}m")
+        func.count().filter(I.c.finished_at > t_now - timedelta(minutes=m)).label(f"last_{m}m")
         for m in THROUGHPUT_WINDOWS
     ]
     stmt = (
