@@ -58,7 +58,8 @@ class Definition:
     backoff: ClassVar[BackoffSpec] = Backoff()
     """Delay between attempts: a :class:`Backoff`, or a callable attempt -> seconds."""
     concurrency_key: ClassVar[Callable[[Any], str | None] | None] = None
-    """A function of the state giving the instance's concurrency key (None: no key)."""
+    """A function of the state giving the instance's concurrency key (None: no key),
+    computed at insert and again at every transition."""
     concurrency_limit: ClassVar[int] = 1
     """How many instances with one concurrency key may run at once, across all runners."""
     rate_limit: ClassVar[RateLimit | None] = None
@@ -345,6 +346,29 @@ def concurrency_key_of(cls: type[Definition], state: JSON) -> str | None:
     if key is None:
         return None
     return serialization.check_text(key, f"the key {cls.name}.concurrency_key returned")
+
+
+def next_concurrency_key(
+    cls: type[Definition], held: str | None, before: JSON, after: JSON
+) -> tuple[bool, str | None]:
+    """Whether a transition from state ``before`` to ``after`` moves the instance to another
+    concurrency key, and to which: (changed, key).
+
+    Only a key the class's ``concurrency_key`` function gave is recomputed, like a rate
+    limit's partition. A key given to ``insert()`` — one the function does not give for
+    ``before`` — stays for the instance's whole life. Raises :class:`ValidationError` when
+    the function fails on ``after``.
+    """
+    if getattr(cls, "concurrency_key", None) is None:
+        return False, None
+    try:
+        derived = concurrency_key_of(cls, before) == held
+    except ValidationError:  # a function that fails on the old state never gave its key
+        derived = False
+    if not derived:
+        return False, None
+    key = concurrency_key_of(cls, after)
+    return key != held, key
 
 
 def rate_limit_of(cls: type[Definition], step: str) -> RateLimit | None:

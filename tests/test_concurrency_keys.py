@@ -214,3 +214,86 @@ def test_bad_concurrency_options_raise_typed_errors(
     with pytest.raises(ValidationError):
         durable.insert(session, Keyed, **{"concurrency_key": "k", **kwargs})
     assert session.execute(text("SELECT count(*) FROM gen_durable.gd_instances")).scalar() == 0
+
+
+class OnAccount(Job):
+    name = "ck.OnAccount"
+
+    @attrs.define
+    class Args:
+        account: int
+
+    @staticmethod
+    def concurrency_key(args: Any) -> str:
+        return f"account:{args.account}"
+
+    def perform(self, args: Any) -> None:
+        return None
+
+
+class Mover(FSM):
+    """Moves its account from 1 to 2 in its first step; its key follows the state."""
+
+    name = "ck.Mover"
+    steps = ("move", "hold")
+    moving = threading.Event()
+    may_move = threading.Event()
+    may_finish = threading.Event()
+
+    @attrs.define
+    class State:
+        account: int
+
+    @staticmethod
+    def concurrency_key(state: Any) -> str:
+        return f"account:{state.account}"
+
+    def move(self, ctx: durable.Context) -> durable.Next:
+        type(self).moving.set()
+        assert type(self).may_move.wait(20)
+        ctx.state.account = 2
+        return durable.Next("hold")
+
+    def hold(self, ctx: durable.Context) -> Done:
+        assert type(self).may_finish.wait(20)
+        return Done()
+
+
+def test_a_key_from_the_class_function_follows_the_state_and_frees_the_old_one(
+    engine: Engine,
+) -> None:
+    for gate in (Mover.moving, Mover.may_move, Mover.may_finish):
+        gate.clear()
+    with Session(engine) as s, s.begin():
+        mover = durable.insert(s, Mover, state={"account": 1})
+    # The reaper's safety net (unblocking keys with nothing running) must not do the work.
+    with Runner(engine, queues={"default": 3}, **{**FAST, "reaper_interval": 60.0}):
+        assert Mover.moving.wait(10)
+        with Session(engine) as s, s.begin():
+            waiting = durable.insert(s, OnAccount, args={"account": 1})
+        wait_status(engine, waiting, "blocked")
+        Mover.may_move.set()
+        # The move's commit released account:1 (the key it held, not the one it moved to).
+        wait_status(engine, waiting, "done", timeout=10)
+        assert scalar(
+            engine, "SELECT concurrency_key FROM gen_durable.gd_instances WHERE id = :id", id=mover
+        ) == "account:2"
+        with Session(engine) as s, s.begin():
+            behind = durable.insert(s, OnAccount, args={"account": 2})
+        wait_status(engine, behind, "blocked")  # the mover holds account:2 now
+        Mover.may_finish.set()
+        wait_status(engine, mover, "done")
+        wait_status(engine, behind, "done")
+
+
+def test_a_key_given_to_insert_stays_whatever_the_state(engine: Engine) -> None:
+    for gate in (Mover.moving, Mover.may_move, Mover.may_finish):
+        gate.set()
+    with Session(engine) as s, s.begin():
+        mover = durable.insert(s, Mover, state={"account": 1}, concurrency_key="pinned")
+    with Runner(engine, **FAST):
+        wait_status(engine, mover, "done")
+    key = scalar(
+        engine, "SELECT concurrency_key FROM gen_durable.gd_instances WHERE id = :id", id=mover
+    )
+    assert key == "pinned"

@@ -95,6 +95,7 @@ def to_claimed(
                 awaited=pack,
                 children=tuple(children.get(r.id, ())),
                 trace_context=r.trace_context,
+                concurrency_key=r.concurrency_key,
             )
         )
     return claimed

@@ -54,6 +54,8 @@ class Claimed:
     children: tuple[Child, ...] = ()
     trace_context: str | None = None
     """The trace context stored at insert (see :mod:`gen_durable.tracing`)."""
+    concurrency_key: str | None = None
+    """The concurrency key it holds while it runs."""
 
 
 @attrs.frozen
@@ -199,7 +201,7 @@ class Executor:
 
         def failed(exc: Exception) -> tuple[Decision, Transition]:
             decision = self._failure(cls, instance, snap, ctx, claimed, exc)
-            transition = _transition(claimed, decision, _failure_bucket(cls, decision))
+            transition = _transition(claimed, decision, _failure_route(cls, claimed, decision))
             return decision, self._recorded(cls, claimed, transition, started)
 
         try:
@@ -216,13 +218,13 @@ class Executor:
             outcome = _as_outcome(cls, returned)
             new_state = serialization.unstructure(outcome_state(outcome, ctx.state))
             decision = decide(snap, outcome, new_state)
-            transition = _transition(claimed, decision, _next_bucket(cls, decision))
+            transition = _transition(claimed, decision, _route(cls, claimed, decision))
             use_session = ctx.session_if_open is not None
         except RateLimitedError as refused:
             _discard(ctx)
             try:
                 decision = decide(snap, RateLimited(max(0.0, refused.retry_after)), claimed.state)
-                transition = _transition(claimed, decision, _next_bucket(cls, decision))
+                transition = _transition(claimed, decision, _route(cls, claimed, decision))
             except Exception as bad:  # a retry_after no outcome may carry: a failed attempt
                 decision, transition = failed(bad)
             use_session = False
@@ -360,9 +362,18 @@ def _as_outcome(cls: type[registry.Definition], value: Any) -> Outcome:
     )
 
 
-def _transition(
-    claimed: Claimed, decision: Decision, bucket: tuple[str, float] | None
-) -> Transition:
+@attrs.frozen
+class _Route:
+    """Where the step a decision makes runnable next stands in line: its rate-limit bucket
+    and, when it changed, its concurrency key."""
+
+    bucket: tuple[str, float] | None = None
+    rekey: bool = False
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+
+
+def _transition(claimed: Claimed, decision: Decision, route: _Route) -> Transition:
     again = decision.kind in ("retry", "rate_limited")  # the same pack comes back
     return Transition(
         instance_id=claimed.id,
@@ -370,23 +381,32 @@ def _transition(
         version=claimed.version,
         decision=decision,
         consumed=() if again else tuple(s.id for s in claimed.awaited),
-        rate_key=bucket[0] if bucket else None,
-        rate_weight=bucket[1] if bucket else None,
+        rate_key=route.bucket[0] if route.bucket else None,
+        rate_weight=route.bucket[1] if route.bucket else None,
+        rekey=route.rekey,
+        concurrency_key=route.concurrency_key,
+        concurrency_limit=route.concurrency_limit,
     )
 
 
-def _failure_bucket(cls: type[registry.Definition], decision: Decision) -> tuple[str, float] | None:
+def _failure_route(cls: type[registry.Definition], claimed: Claimed, decision: Decision) -> _Route:
     try:
-        return _next_bucket(cls, decision)
-    except Exception:  # the failure is what matters; run it unlimited
-        return None
+        return _route(cls, claimed, decision)
+    except Exception:  # the failure is what matters; run it unlimited, under its old key
+        return _Route()
 
 
-def _next_bucket(cls: type[registry.Definition], decision: Decision) -> tuple[str, float] | None:
-    """The rate-limit bucket of the step the decision makes runnable next."""
+def _route(cls: type[registry.Definition], claimed: Claimed, decision: Decision) -> _Route:
+    """The rate-limit bucket and concurrency key of the step the decision makes runnable."""
     if decision.finished:
-        return None
-    return registry.rate_bucket_of(cls, decision.step, decision.state)
+        return _Route()
+    bucket = registry.rate_bucket_of(cls, decision.step, decision.state)
+    rekey, key = registry.next_concurrency_key(
+        cls, claimed.concurrency_key, claimed.state, decision.state
+    )
+    if not rekey:
+        return _Route(bucket)
+    return _Route(bucket, True, key, cls.concurrency_limit if key is not None else None)
 
 
 def _discard(ctx: Context) -> None:

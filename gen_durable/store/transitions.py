@@ -37,6 +37,12 @@ class Transition:
     rate_key: str | None = None
     """The rate-limit bucket of the step it makes runnable (None: unlimited)."""
     rate_weight: float | None = None
+    rekey: bool = False
+    """The class's concurrency key function gave another key for the new state."""
+    concurrency_key: str | None = None
+    """With ``rekey``: the key the instance moves to (None: no key)."""
+    concurrency_limit: int | None = None
+    """With ``rekey``: the class's limit, for an instance that had no key before."""
     history: history_sql.Entry | None = None
     """Its ``gd_history`` row, written with it if it lands (None: not recorded)."""
 
@@ -75,6 +81,9 @@ _T = unnest_params(
     give_back="bool",
     rate_key="text",
     rate_weight="float",
+    rekey="bool",
+    concurrency_key="text",
+    concurrency_limit="int",
 )
 _FINISHED_KINDS = literal(list(FINISHED), ARRAY(Text))
 _DUE = case(
@@ -84,7 +93,7 @@ _DUE = case(
 )
 # Lock in id order first: two groups (or a group and a parent update) never deadlock.
 _LOCKED = (
-    select(I.c.id)
+    select(I.c.id, I.c.concurrency_key)
     .where(I.c.id == func.any(param("id", "bigint", is_array=True)))
     .order_by(I.c.id)
     .with_for_update()
@@ -115,6 +124,11 @@ _COMMIT = (
         ),
         rate_key=_T.c.rate_key,
         rate_weight=_T.c.rate_weight,
+        concurrency_key=case((_T.c.rekey, _T.c.concurrency_key), else_=I.c.concurrency_key),
+        concurrency_limit=case(
+            (_T.c.rekey, func.coalesce(I.c.concurrency_limit, _T.c.concurrency_limit)),
+            else_=I.c.concurrency_limit,
+        ),
         run_at=_DUE,
         # A retry keeps what the step awaited, so the next attempt gets the same pack.
         await_names=case(
@@ -136,7 +150,10 @@ _COMMIT = (
         lease_owner=None,
         lease_expires_at=None,
     )
-    .returning(I.c.id, I.c.status, I.c.queue, I.c.parent_id, I.c.concurrency_key)
+    # The key it held while running (the locked row, before this update) is the one freed.
+    .returning(
+        I.c.id, I.c.status, I.c.queue, I.c.parent_id, _LOCKED.c.concurrency_key.label("held")
+    )
 )
 
 
@@ -180,6 +197,9 @@ def commit(
         "give_back": [d.give_back_attempt for d in ds],
         "rate_key": [x.rate_key for x in items],
         "rate_weight": [x.rate_weight for x in items],
+        "rekey": [x.rekey for x in items],
+        "concurrency_key": [x.concurrency_key for x in items],
+        "concurrency_limit": [x.concurrency_limit for x in items],
         "join_policy": [d.join_policy for d in ds],
         "children": [len(d.children) if d.kind == "spawn" else None for d in ds],
         "children_from": [
@@ -208,7 +228,7 @@ def commit(
     ]
     ratelimits.indebt(conn, debts, now)
     # Last: it may wait for a claimer deciding on the same key (see store.concurrency).
-    for row in concurrency.release(conn, [r.concurrency_key for r in rows], now):
+    for row in concurrency.release(conn, [r.held for r in rows], now):
         landed[row.id] = Committed(row.id, "available", row.queue)
     if faults.active is not None:
         faults.hit("spawn_commit" if child_ids else "commit", conn)

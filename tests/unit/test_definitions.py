@@ -718,3 +718,37 @@ def test_max_attempts_is_accepted_from_1(flow: type[FSM], attempts: int) -> None
     else:
         with pytest.raises(ValidationError):
             flow.new(max_attempts=attempts)
+
+
+def test_a_derived_concurrency_key_is_recomputed_and_a_given_one_stays() -> None:
+    class Account(Job):
+        @attrs.define
+        class Args:
+            account: int
+
+        @staticmethod
+        def concurrency_key(args: Any) -> str | None:
+            if args.account < 0:
+                raise ValueError("no such account")
+            return f"account:{args.account}" if args.account else None
+
+        def perform(self, args: Any) -> None:
+            return None
+
+    def move(held: str | None, before: int, after: int) -> tuple[bool, str | None]:
+        return fsm.next_concurrency_key(Account, held, {"account": before}, {"account": after})
+
+    assert move("account:1", 1, 2) == (True, "account:2")
+    assert move("account:1", 1, 1) == (False, "account:1")
+    assert move("account:1", 1, 0) == (True, None)  # the function may drop the key
+    assert move(None, 0, 3) == (True, "account:3")
+    assert move("pinned", 1, 2) == (False, None)  # given to insert(): never recomputed
+    assert move("pinned", -1, 2) == (False, None)  # the function never gave it
+    with pytest.raises(ValidationError, match="concurrency_key failed"):
+        move("account:1", 1, -1)
+
+    class Plain(Job):
+        def perform(self, args: Any) -> None:
+            return None
+
+    assert fsm.next_concurrency_key(Plain, "given", None, None) == (False, None)
