@@ -275,9 +275,7 @@ def test_a_key_from_the_class_function_follows_the_state_and_frees_the_old_one(
         Mover.may_move.set()
         # The move's commit released account:1 (the key it held, not the one it moved to).
         wait_status(engine, waiting, "done", timeout=10)
-        assert scalar(
-            engine, "SELECT concurrency_key FROM gen_durable.gd_instances WHERE id = :id", id=mover
-        ) == "account:2"
+        assert _key_of(engine, mover) == "account:2"
         with Session(engine) as s, s.begin():
             behind = durable.insert(s, OnAccount, args={"account": 2})
         wait_status(engine, behind, "blocked")  # the mover holds account:2 now
@@ -293,7 +291,12 @@ def test_a_key_given_to_insert_stays_whatever_the_state(engine: Engine) -> None:
         mover = durable.insert(s, Mover, state={"account": 1}, concurrency_key="pinned")
     with Runner(engine, **FAST):
         wait_status(engine, mover, "done")
-    key = scalar(
-        engine, "SELECT concurrency_key FROM gen_durable.gd_instances WHERE id = :id", id=mover
+    assert _key_of(engine, mover) == "pinned"
+
+
+def _key_of(engine: Engine, instance_id: int) -> object:
+    return scalar(
+        engine,
+        "SELECT concurrency_key FROM gen_durable.gd_instances WHERE id = :id",
+        id=instance_id,
     )
-    assert key == "pinned"
