@@ -238,6 +238,7 @@ class Mover(FSM):
     steps = ("move", "hold")
     moving = threading.Event()
     may_move = threading.Event()
+    holding = threading.Event()
     may_finish = threading.Event()
 
     @attrs.define
@@ -255,6 +256,7 @@ class Mover(FSM):
         return durable.Next("hold")
 
     def hold(self, ctx: durable.Context) -> Done:
+        type(self).holding.set()
         assert type(self).may_finish.wait(20)
         return Done()
 
@@ -262,7 +264,7 @@ class Mover(FSM):
 def test_a_key_from_the_class_function_follows_the_state_and_frees_the_old_one(
     engine: Engine,
 ) -> None:
-    for gate in (Mover.moving, Mover.may_move, Mover.may_finish):
+    for gate in (Mover.moving, Mover.may_move, Mover.holding, Mover.may_finish):
         gate.clear()
     with Session(engine) as s, s.begin():
         mover = durable.insert(s, Mover, state={"account": 1})
@@ -276,6 +278,7 @@ def test_a_key_from_the_class_function_follows_the_state_and_frees_the_old_one(
         # The move's commit released account:1 (the key it held, not the one it moved to).
         wait_status(engine, waiting, "done", timeout=10)
         assert _key_of(engine, mover) == "account:2"
+        assert Mover.holding.wait(10)
         with Session(engine) as s, s.begin():
             behind = durable.insert(s, OnAccount, args={"account": 2})
         wait_status(engine, behind, "blocked")  # the mover holds account:2 now
