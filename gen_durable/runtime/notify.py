@@ -131,8 +131,8 @@ class Notifier:
         if not queues and not finished:
             return
         try:
-            with self._engine.begin() as conn:
-                store.notify.notify(conn, queues)
-                store.notify.notify_finished(conn, finished)
+            # One statement in autocommit: its notifications go out when it completes.
+            with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                store.notify.announce(conn, queues, finished)
         except Exception as exc:  # a lost wake-up is covered by polling
             log.debug("notify failed: %s", exc)

@@ -6,10 +6,10 @@ from collections.abc import Iterable
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import Connection, Text, cast, func, select
+from sqlalchemy import Connection, Text, cast, func, select, union_all
 
 from gen_durable import models
-from gen_durable.store._common import array, param, run
+from gen_durable.store._common import param, run
 
 
 def channel(schema: str | None = None) -> str:
@@ -22,16 +22,22 @@ def finished_channel(schema: str | None = None) -> str:
     return f"{schema or models.schema_name()}_finished"
 
 
+_QUEUE = func.unnest(param("queues", "text", is_array=True)).table_valued("q").render_derived()
+_WAKE = select(func.pg_notify(param("channel", "text"), _QUEUE.c.q).label("sent")).select_from(
+    _QUEUE
+)
+_ID = func.unnest(param("ids", "bigint", is_array=True)).table_valued("id").render_derived()
+_FINISHED = select(
+    func.pg_notify(param("finished_channel", "text"), cast(_ID.c.id, Text)).label("sent")
+).select_from(_ID)
+_BOTH = union_all(_WAKE, _FINISHED)
+
+
 def notify_finished(conn: Connection, instance_ids: Iterable[int]) -> None:
     """Announce finished instances (delivered when the caller commits)."""
     ids = sorted(set(instance_ids))
     if ids:
-        x = func.unnest(array(ids, "bigint")).table_valued("id").render_derived(name="x")
-        run(conn, select(func.pg_notify(finished_channel(), cast(x.c.id, Text))).select_from(x))
-
-
-_QUEUE = func.unnest(param("queues", "text", is_array=True)).table_valued("q").render_derived()
-_NOTIFY = select(func.pg_notify(param("channel", "text"), _QUEUE.c.q)).select_from(_QUEUE)
+        run(conn, _FINISHED, {"finished_channel": finished_channel(), "ids": ids})
 
 
 def notify(conn: Connection, queues: Iterable[str]) -> None:
@@ -39,7 +45,19 @@ def notify(conn: Connection, queues: Iterable[str]) -> None:
     distinct = sorted(set(queues))
     if not distinct:
         return
-    run(conn, _NOTIFY, {"channel": channel(), "queues": distinct})
+    run(conn, _WAKE, {"channel": channel(), "queues": distinct})
+
+
+def announce(conn: Connection, queues: Iterable[str], instance_ids: Iterable[int]) -> None:
+    """Wake-ups of ``queues`` and the finish of ``instance_ids`` in one statement (on an
+    autocommit connection, one round trip)."""
+    params = {
+        "channel": channel(),
+        "queues": sorted(set(queues)),
+        "finished_channel": finished_channel(),
+        "ids": sorted(set(instance_ids)),
+    }
+    run(conn, _BOTH, params)
 
 
 def listen(
