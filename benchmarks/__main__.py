@@ -26,7 +26,10 @@ from collections.abc import Callable
 from typing import Any
 
 from benchmarks import bigtables, children, fsms, jobs, latency, memory, plans, waiting
-from benchmarks.common import Bench, Figure, Options, emit, find_pgbench, log, server
+from benchmarks.calibration import find_pgbench
+from benchmarks.common import Bench, Figure, Options
+from benchmarks.connection import server
+from benchmarks.output import emit, log
 
 WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "W1": jobs.run,

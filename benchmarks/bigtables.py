@@ -16,7 +16,8 @@ from pathlib import Path
 from sqlalchemy import text
 
 from benchmarks import jobs, latency
-from benchmarks.common import Bench, clear, log, median
+from benchmarks.common import Bench, clear
+from benchmarks.output import log, median
 
 SEED_SQL = Path(__file__).with_name("sql") / "seed_big_tables.sql"
 

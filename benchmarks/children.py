@@ -13,7 +13,9 @@ from types import ModuleType
 from typing import Any
 
 import gen_durable as durable
-from benchmarks.common import Bench, Figure, Measured, log, median, summarize
+from benchmarks.common import Bench, Figure
+from benchmarks.measure import Measured, summarize
+from benchmarks.output import log, median
 
 CONCURRENCY = 10
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from sqlalchemy import text
 
 import gen_durable as durable
-from benchmarks.common import Bench, Run, drain, log, top_up
+from benchmarks.common import Bench, Run, drain, top_up
 from benchmarks.jobs import runs_figure
+from benchmarks.output import log
 
 STEPS = tuple(f"s{i}" for i in range(10))
 CONCURRENCY = 10

@@ -14,18 +14,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 import gen_durable as durable
-from benchmarks.common import (
-    Bench,
-    Figure,
-    Measured,
-    Run,
-    drain,
-    insert_specs,
-    log,
-    median,
-    summarize,
-    top_up,
-)
+from benchmarks.common import Bench, Figure, Run, drain, insert_specs, top_up
+from benchmarks.measure import Measured, summarize
+from benchmarks.output import log, median
 
 
 class Noop(durable.Job):

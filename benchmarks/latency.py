@@ -22,8 +22,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 import gen_durable as durable
-from benchmarks.common import Bench, Figure, log, median, percentile, rounded, top_up
+from benchmarks.common import Bench, Figure, top_up
 from benchmarks.jobs import Noop
+from benchmarks.output import log, median, percentile, rounded
 
 WARMUP = 5
 SIGNAL_QUEUE = "bench-signal"

@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import Bench, Figure, log, top_up
+from benchmarks.common import Bench, Figure, top_up
+from benchmarks.output import log
 
 CONCURRENCY = 50
 
@@ -87,8 +88,9 @@ def child(argv: list[str] | None = None) -> int:
     from sqlalchemy import create_engine
 
     import gen_durable as durable
-    from benchmarks.common import SERVICE_CONNECTIONS, Finished
+    from benchmarks.common import SERVICE_CONNECTIONS
     from benchmarks.jobs import Noop
+    from benchmarks.measure import Finished
 
     durable.configure_schema(args.schema)
     engine = create_engine(

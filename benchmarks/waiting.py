@@ -20,7 +20,8 @@ from sqlalchemy import text
 
 import gen_durable as durable
 from benchmarks import jobs
-from benchmarks.common import Bench, Run, drain, log, median, top_up
+from benchmarks.common import Bench, Run, drain, top_up
+from benchmarks.output import log, median
 from gen_durable.fsm import rate_bucket_of
 
 SEED_SQL = Path(__file__).with_name("sql") / "seed_waiting.sql"
