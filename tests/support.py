@@ -14,6 +14,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 import gen_durable as durable
+from gen_durable import fsm
 
 T = TypeVar("T")
 TESTS = Path(__file__).parent
@@ -66,6 +67,13 @@ def count(engine: Engine, sql: str, **params: object) -> int:
     value = scalar(engine, sql, **params)
     assert isinstance(value, int), f"not an integer: {value!r}"
     return value
+
+
+def forget_classes(module: str) -> None:
+    """Unregister the FSM and Job classes defined in ``module`` (for tests that define many)."""
+    for name, cls in fsm.registered().items():
+        if cls.__module__ == module:
+            fsm._registry.pop(name, None)
 
 
 def backend_waiting_on_lock(engine: Engine, timeout: float = 10.0) -> None:

@@ -1,111 +1,47 @@
-"""Child fan-out and join against real PostgreSQL: Spawn, the join, failure policies, trees.
+"""Child fan-out and join against real PostgreSQL: Spawn, the join, failure policies.
 
 The join step of every parent here writes a row through ``ctx.session``: the row commits
-with the join's transition, so counting rows counts committed joins.
+with the join's transition, so counting rows counts committed joins. Trees, cancellation
+and bad spawns are in test_children_trees.py; several runner processes in
+test_children_processes.py.
 """
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
 import pytest
-from procs.fanout_worker import setup as setup_fanout
+from children_support import (
+    FAST,
+    Hold,
+    Policy,
+    Square,
+    children_rows,
+    create_joins_table,
+    insert,
+    join_count,
+    pending,
+    record_join,
+    send,
+    summary,
+)
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
-from support import (
-    RunnerProcesses,
-    backend_waiting_on_lock,
-    scalar,
-    snapshot,
-    wait_status,
-    wait_until,
-)
+from support import backend_waiting_on_lock, snapshot, wait_status, wait_until
 
 import gen_durable as durable
-from gen_durable import FSM, Await, Done, Fail, InsertSpec, Job, Runner, Spawn, store
-from gen_durable.errors import ConfigurationError, UnknownClass, ValidationError
-
-FAST = {"lease": 2.0, "poll_interval": 0.2, "grace": 1.0}
-
-
-def insert(engine: Engine, cls: Any, **kwargs: Any) -> int:
-    with Session(engine) as s, s.begin():
-        return durable.insert(s, cls, **kwargs)
-
-
-def send(engine: Engine, target: int | str, name: str = "go") -> None:
-    with Session(engine) as s, s.begin():
-        durable.signal(s, target, name)
-
-
-def cancel(engine: Engine, target: int | str, reason: str = "stop") -> bool:
-    with Session(engine) as s, s.begin():
-        return durable.cancel(s, target, reason)
+from gen_durable import FSM, Done, Job, Runner, Spawn, store
 
 
 @pytest.fixture
 def joins(engine: Engine) -> Engine:
-    with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE gd_test_joins (instance_id bigint, step text)"))
-    return engine
-
-
-def join_count(engine: Engine, iid: int) -> int:
-    return int(
-        scalar(engine, "SELECT count(*) FROM gd_test_joins WHERE instance_id = :i", i=iid)  # type: ignore[arg-type]
-    )
-
-
-def record_join(ctx: durable.Context) -> None:
-    ctx.session.execute(
-        text("INSERT INTO gd_test_joins VALUES (:i, :s)"), {"i": ctx.instance_id, "s": ctx.step}
-    )
-
-
-def children_rows(engine: Engine, parent: int) -> list[tuple[Any, ...]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT id, fsm, status FROM gen_durable.gd_instances "
-                "WHERE parent_id = :p ORDER BY id"
-            ),
-            {"p": parent},
-        )
-        return [tuple(r) for r in rows]
+    return create_joins_table(engine)
 
 
 def statuses(engine: Engine, parent: int) -> list[str]:
     return [k[2] for k in children_rows(engine, parent)]
-
-
-def pending(engine: Engine, iid: int) -> int:
-    return int(
-        scalar(  # type: ignore[arg-type]
-            engine, "SELECT pending_children FROM gen_durable.gd_instances WHERE id = :i", i=iid
-        )
-    )
-
-
-def summary(ctx: durable.Context) -> list[dict[str, Any]]:
-    return [
-        {"id": c.id, "fsm": c.fsm, "status": c.status.value, "result": c.result, "error": c.error}
-        for c in ctx.children
-    ]
-
-
-# --- classes --------------------------------------------------------------------------------
-
-
-class Square(Job):
-    name = "children.Square"
-
-    def perform(self, args: dict[str, int]) -> int:
-        return args["n"] * args["n"]
 
 
 class MapReduce(FSM):
@@ -139,39 +75,6 @@ class MapReduce(FSM):
                 "total": sum(c.result for c in ctx.children),
             }
         )
-
-
-class Hold(FSM):
-    """A child that fails at once when told to, else waits for "go" and finishes."""
-
-    name = "children.Hold"
-    steps = ("start", "finish")
-
-    def start(self, ctx: durable.Context) -> Fail | Await:
-        if ctx.state.get("fail"):
-            return Fail("boom")
-        return Await("go", then="finish")
-
-    def finish(self, ctx: durable.Context) -> Done:
-        return Done(ctx.state.get("tag", "ok"))
-
-
-class Policy(FSM):
-    """Spawns Hold children (``plan``: which fail) under one ``on_failure`` policy."""
-
-    name = "children.Policy"
-    steps = ("spawn", "join")
-
-    def spawn(self, ctx: durable.Context) -> Spawn:
-        return Spawn(
-            [Hold.new(state={"fail": f}) for f in ctx.state["plan"]],
-            then="join",
-            on_failure=ctx.state["policy"],
-        )
-
-    def join(self, ctx: durable.Context) -> Done:
-        record_join(ctx)
-        return Done(summary(ctx))
 
 
 # --- basic fan-out and join ------------------------------------------------------------------
@@ -483,258 +386,3 @@ def test_retrying_a_failed_child_makes_the_joining_parent_wait_for_it_again(
         done = wait_status(joins, iid, "done")
     assert [c["status"] for c in done.result] == ["done", "done"]
     assert join_count(joins, iid) == 1
-
-
-# --- trees -------------------------------------------------------------------------------------
-
-
-class Tree(FSM):
-    """A node with ``width`` children down to ``depth`` 0; leaves wait for "go" if told."""
-
-    name = "children.Tree"
-    steps = ("grow", "join", "leaf_done")
-
-    def grow(self, ctx: durable.Context) -> Spawn | Done | Await:
-        depth, width = ctx.state["depth"], ctx.state["width"]
-        if depth == 0:
-            return Await("go", then="leaf_done") if ctx.state.get("hold") else Done(1)
-        state = {**ctx.state, "depth": depth - 1}
-        return Spawn([Tree.new(state=state) for _ in range(width)], then="join")
-
-    def join(self, ctx: durable.Context) -> Done:
-        record_join(ctx)
-        return Done(sum(c.result for c in ctx.children if c.status == "done"))
-
-    def leaf_done(self, ctx: durable.Context) -> Done:
-        return Done(1)
-
-
-def all_instances(engine: Engine) -> list[tuple[Any, ...]]:
-    with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT id, parent_id, status FROM gen_durable.gd_instances ORDER BY id")
-        )
-        return [tuple(r) for r in rows]
-
-
-def test_nested_fan_out_joins_every_level_once(joins: Engine) -> None:
-    iid = insert(joins, Tree, state={"depth": 2, "width": 3})
-    with Runner(joins, queues={"default": 4}, **FAST):
-        done = wait_status(joins, iid, "done")
-    assert done.result == 9
-    rows = all_instances(joins)
-    assert len(rows) == 1 + 3 + 9 and all(r[2] == "done" for r in rows)
-    assert int(scalar(joins, "SELECT count(*) FROM gd_test_joins")) == 4  # type: ignore[arg-type]
-    assert int(scalar(joins, "SELECT count(DISTINCT instance_id) FROM gd_test_joins")) == 4  # type: ignore[arg-type]
-
-
-def test_cancelling_a_parent_cancels_its_unfinished_descendants(joins: Engine) -> None:
-    iid = insert(joins, Tree, state={"depth": 2, "width": 2, "hold": True})
-    bystander = insert(joins, Hold)
-    with Runner(joins, queues={"default": 4}, **FAST):
-        wait_until(lambda: sum(r[2] == "awaiting" for r in all_instances(joins)) == 8)
-        assert cancel(joins, iid, "customer left")
-        rows = {r[0]: r for r in all_instances(joins)}
-    tree = [r for r in rows.values() if r[0] != bystander]
-    assert len(tree) == 7 and all(r[2] == "cancelled" for r in tree)
-    assert rows[bystander][2] == "awaiting"
-    leaf = snapshot(joins, tree[-1][0])
-    assert leaf.error["message"] == f"ancestor {iid} was cancelled: customer left"
-    assert snapshot(joins, iid).error == {"type": "Cancel", "message": "customer left"}
-    assert not cancel(joins, iid)  # already finished
-
-
-def test_cancelling_a_child_counts_as_finished_for_its_parent(joins: Engine) -> None:
-    iid = insert(joins, Tree, state={"depth": 2, "width": 2, "hold": True})
-    with Runner(joins, queues={"default": 4}, **FAST):
-        wait_until(lambda: sum(r[2] == "awaiting" for r in all_instances(joins)) == 7)
-        middle = [r[0] for r in all_instances(joins) if r[1] == iid]
-        assert cancel(joins, middle[0])
-        assert pending(joins, iid) == 1
-        assert snapshot(joins, iid).status == "awaiting"
-        leaves = [r[0] for r in all_instances(joins) if r[1] == middle[1]]
-        for leaf in leaves:
-            send(joins, leaf)
-        done = wait_status(joins, iid, "done")
-    assert done.result == 2  # the other middle's two leaves; the cancelled one adds nothing
-    assert [r[2] for r in all_instances(joins) if r[1] == middle[0]] == ["cancelled"] * 2
-
-
-def test_gc_never_removes_a_child_of_an_unfinished_parent(joins: Engine) -> None:
-    iid = insert(joins, Policy, state={"plan": [True, False], "policy": "wait"})
-    with Runner(joins, **FAST):
-        wait_until(lambda: [k[2] for k in children_rows(joins, iid)] == ["failed", "awaiting"])
-    failed, waiting = (k[0] for k in children_rows(joins, iid))
-    old = (
-        "UPDATE gen_durable.gd_instances SET finished_at = now() - interval '2 days' WHERE id = :i"
-    )
-    with joins.begin() as conn:
-        conn.execute(text(old), {"i": failed})
-        assert store.maintenance.collect_garbage(conn, 86400, 100, None) == 0
-    assert cancel(joins, iid)
-    with joins.begin() as conn:
-        for victim in (failed, waiting, iid):
-            conn.execute(text(old), {"i": victim})
-        assert store.maintenance.collect_garbage(conn, 86400, 100, None) == 3
-    assert all_instances(joins) == []
-
-
-# --- bad input -----------------------------------------------------------------------------
-
-
-def test_bad_spawns_are_typed_errors() -> None:
-    with pytest.raises(ValidationError, match="at least one child"):
-        Spawn([], then="join")
-    with pytest.raises(ValidationError, match="specs"):
-        Spawn([Square], then="join")  # type: ignore[list-item]
-    with pytest.raises(ValidationError, match="twice"):
-        Spawn([Square.new(correlation_key="k"), Square.new(correlation_key="k")], then="join")
-    with pytest.raises(ValidationError, match="on_failure"):
-        Spawn([Square.new()], then="join", on_failure="sometimes")  # type: ignore[arg-type]
-    with pytest.raises(UnknownClass):
-        InsertSpec.build("no.such.Class")
-
-
-class Bad(FSM):
-    name = "children.Bad"
-    steps = ("spawn", "join")
-    max_attempts = 1
-
-    def spawn(self, ctx: durable.Context) -> Spawn:
-        kind = ctx.state["kind"]
-        if kind == "empty":
-            return Spawn([], then="join")
-        if kind == "unknown":
-            return Spawn([InsertSpec.build("no.such.Class")], then="join")
-        return Spawn([Square.new(args={"n": n}) for n in range(ctx.state["n"])], then="join")
-
-    def join(self, ctx: durable.Context) -> Done:
-        return Done()
-
-
-@pytest.mark.parametrize(
-    ("state", "error"),
-    [
-        ({"kind": "empty"}, "ValidationError"),
-        ({"kind": "unknown"}, "UnknownClass"),
-        ({"kind": "many", "n": 4}, "InvalidOutcome"),
-    ],
-)
-def test_a_bad_spawn_fails_the_step_visibly_and_writes_nothing(
-    engine: Engine, state: dict[str, Any], error: str
-) -> None:
-    iid = insert(engine, Bad, state=state)
-    with Runner(engine, max_children=3, **FAST):
-        failed = wait_status(engine, iid, "failed")
-    assert failed.error["type"] == error
-    assert failed.step == "spawn" and failed.children == ()
-    assert all_instances(engine) == [(iid, None, "failed")]
-
-
-def test_max_children_is_validated(engine: Engine) -> None:
-    for bad in (0, -1, 1.5, True):
-        with pytest.raises(ConfigurationError, match="max_children"):
-            Runner(engine, max_children=bad)  # type: ignore[arg-type]
-
-
-# --- several runner processes ----------------------------------------------------------------
-
-
-class Workers(RunnerProcesses):
-    """Fan-out runner processes (procs.fanout_worker) on one database."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__("procs.fanout_worker", url)
-
-    def start(self, concurrency: int = 8, lease: float = 1.5) -> subprocess.Popen[bytes]:  # type: ignore[override]
-        return super().start("--lease", str(lease), "--concurrency", str(concurrency))
-
-
-@pytest.fixture
-def workers(db_url: str, engine: Engine) -> Iterator[Workers]:
-    setup_fanout(engine)
-    w = Workers(db_url)
-    yield w
-    w.stop_all()
-
-
-def fan_runs(engine: Engine, step: str) -> int:
-    return int(scalar(engine, "SELECT count(*) FROM gd_test_runs WHERE step = :s", s=step))  # type: ignore[arg-type]
-
-
-def assert_joined_once(engine: Engine, iid: int, n: int) -> None:
-    done = wait_status(engine, iid, "done", timeout=60)
-    assert done.result == {"children": n, "sum": sum(range(n))}
-    joined = scalar(engine, "SELECT count(*) FROM gd_test_joins WHERE instance_id = :i", i=iid)
-    assert joined == 1
-    assert fan_runs(engine, "join") == 1
-    assert pending(engine, iid) == 0
-    kids = children_rows(engine, iid)
-    assert len(kids) == n and all(k[2] == "done" for k in kids)
-    effects = scalar(  # each child's step committed exactly once
-        engine, "SELECT count(*) FROM gd_test_effects WHERE step = 'perform'"
-    )
-    assert effects == n
-
-
-def test_many_children_finishing_at_once_on_several_processes_join_once(
-    engine: Engine, workers: Workers
-) -> None:
-    from procs.fanout_worker import Fan
-
-    for _ in range(3):
-        workers.start(concurrency=8)
-    n = 240
-    iid = insert(engine, Fan, state={"n": n, "at": time.time() + 3})
-    assert_joined_once(engine, iid, n)
-    pids = scalar(engine, "SELECT count(DISTINCT pid) FROM gd_test_runs WHERE step = 'perform'")
-    assert pids == 3
-
-
-def test_sigkill_during_the_spawn_commit_leaves_no_children_and_the_rerun_spawns_once(
-    engine: Engine, workers: Workers
-) -> None:
-    from procs.fanout_worker import Fan
-
-    n = 20
-    iid = insert(engine, Fan, state={"n": n, "linger": 1.0})
-    with engine.connect() as blocker:
-        blocker.begin()
-        first = workers.start(concurrency=2)
-        wait_until(lambda: fan_runs(engine, "spawn") == 1)
-        blocker.execute(  # the Spawn's commit now waits for this row lock
-            text("SELECT 1 FROM gen_durable.gd_instances WHERE id = :i FOR UPDATE"), {"i": iid}
-        )
-        backend_waiting_on_lock(engine)
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
-        blocker.rollback()
-    assert children_rows(engine, iid) == []
-    workers.start(concurrency=4)
-    assert_joined_once(engine, iid, n)
-    assert fan_runs(engine, "spawn") == 2  # the killed Spawn ran again, and spawned once
-
-
-def test_sigkill_during_child_completions_joins_once(engine: Engine, workers: Workers) -> None:
-    from procs.fanout_worker import Fan
-
-    n = 30
-    iid = insert(engine, Fan, state={"n": n, "sleep": 0.4})
-    first = workers.start(concurrency=6)
-    wait_until(lambda: len(children_rows(engine, iid)) == n)
-    wait_until(lambda: sum(k[2] == "done" for k in children_rows(engine, iid)) >= 6)
-    with engine.connect() as blocker:
-        blocker.begin()
-        blocker.execute(  # finishing children now wait for their parent's row lock
-            text("SELECT 1 FROM gen_durable.gd_instances WHERE id = :i FOR UPDATE"), {"i": iid}
-        )
-        backend_waiting_on_lock(engine, timeout=30)
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
-        blocker.rollback()
-    before = sum(k[2] == "done" for k in children_rows(engine, iid))
-    assert before < n
-    assert pending(engine, iid) == n - before  # nothing counted that did not commit
-    workers.start(concurrency=6)
-    assert_joined_once(engine, iid, n)
-    assert fan_runs(engine, "perform") > n  # the killed ones ran again
