@@ -172,6 +172,20 @@ def test_claim_reads_the_rows_it_claims_not_the_backlog(big: Engine) -> None:
     )
 
 
+def test_grouped_commit_reads_its_own_rows_not_every_running_one(big: Engine) -> None:
+    """The commit of 50 steps reads those 50 rows (once to lock them in id order, once to
+    update them), however many other instances are running (here 100 more)."""
+    with big.connect() as conn, conn.begin() as tx:
+        found = explain_each(conn, commit_case(conn), _touches_instances, analyze=True)
+        running = conn.execute(
+            text("SELECT count(*) FROM gen_durable.gd_instances WHERE status = 'running'")
+        ).scalar_one()
+        tx.rollback()
+    read = sum(rows_read(plan, TABLE) for _, plan in found)
+    assert running >= 2 * 50  # after the commit: the others
+    assert found and read <= 2 * 50, f"the commit of 50 read {read} rows of {TABLE}"
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_prepared_hot_statement_keeps_using_its_index(big: Engine, name: str) -> None:
     case, wanted, known = CASES[name]

@@ -21,6 +21,7 @@ from sqlalchemy import (
     TableValuedAlias,
     Text,
     bindparam,
+    cast,
     column,
     func,
     literal,
@@ -28,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy import (
     Sequence as DbSequence,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, UUID
 
 from gen_durable import models
 
@@ -76,6 +77,17 @@ def unnest_params(**columns: str) -> TableValuedAlias:
     fn = func.unnest(*(param(name, kind, is_array=True) for name, kind in columns.items()))
     cols = [column(name, _ARRAY_TYPES[kind]) for name, kind in columns.items()]
     return fn.table_valued(*cols).render_derived(name="t")
+
+
+def recordset_param(name: str, **columns: str) -> TableValuedAlias:
+    """``json_to_recordset(:name) AS t(a type, …)``: many rows as one bound JSON parameter.
+
+    Cheaper to send than one array per column (see :func:`unnest_params`): the client
+    encodes one JSON text in C instead of dumping every array element in Python.
+    """
+    fn = func.json_to_recordset(cast(param(name, "text"), JSON))
+    cols = [column(col, _ARRAY_TYPES[kind]) for col, kind in columns.items()]
+    return fn.table_valued(*cols).render_derived(name="t", with_types=True)
 
 
 def db_now(now: datetime | None) -> ColumnElement[datetime]:

@@ -7,9 +7,10 @@ deadlock.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import attrs
@@ -22,7 +23,7 @@ from gen_durable.store import _fast, concurrency, ratelimits
 from gen_durable.store import children as child_sql
 from gen_durable.store import history as history_sql
 from gen_durable.store import signals as signal_sql
-from gen_durable.store._common import FINISHED, NOW, SEP, ZERO, I, param, unnest_params
+from gen_durable.store._common import FINISHED, NOW, SEP, ZERO, I, param, recordset_param
 
 
 @attrs.frozen
@@ -60,13 +61,14 @@ def _json_or_none(value: Any, present: bool) -> str | None:
     return serialization.dumps(value) if present else None
 
 
-_T = unnest_params(
+_T = recordset_param(
+    "batch",
     id="bigint",
     token="uuid",
     kind="text",
     step="text",
     state="text",
-    delay="interval",
+    delay="float",
     run_at="tsz",
     await_names="text",
     await_all="bool",
@@ -86,15 +88,17 @@ _T = unnest_params(
     concurrency_limit="int",
 )
 _FINISHED_KINDS = literal(list(FINISHED), ARRAY(Text))
+_DELAY = func.make_interval(0, 0, 0, 0, 0, 0, _T.c.delay)
 _DUE = case(
-    (_T.c.kind == "ready", func.coalesce(_T.c.run_at, NOW + func.coalesce(_T.c.delay, ZERO))),
-    (_T.c.kind == "awaiting", NOW + _T.c.delay),
+    (_T.c.kind == "ready", func.coalesce(_T.c.run_at, NOW + func.coalesce(_DELAY, ZERO))),
+    (_T.c.kind == "awaiting", NOW + _DELAY),
     else_=None,
 )
 # Lock in id order first: two groups (or a group and a parent update) never deadlock.
+_IDS = func.any(param("id", "bigint", is_array=True))
 _LOCKED = (
     select(I.c.id, I.c.concurrency_key)
-    .where(I.c.id == func.any(param("id", "bigint", is_array=True)))
+    .where(I.c.id == _IDS)
     .order_by(I.c.id)
     .with_for_update()
     .cte("locked")
@@ -102,6 +106,9 @@ _LOCKED = (
 _COMMIT = (
     update(I)
     .where(
+        # Repeated from the CTE so that the planner reads the batch's rows by primary key
+        # (it cannot see through the CTE), not every running row.
+        I.c.id == _IDS,
         I.c.id == _T.c.id,
         I.c.id == _LOCKED.c.id,
         I.c.lease_token == _T.c.token,
@@ -177,34 +184,39 @@ def commit(
     if not items:
         return {}
     items = sorted(items, key=lambda x: x.instance_id)
-    ds = [x.decision for x in items]
     child_ids = _draw_child_ids(conn, items)
+    batch = [
+        {
+            "id": x.instance_id,
+            "token": str(x.lease_token),
+            "kind": d.status,
+            "step": d.step,
+            "state": serialization.dumps(d.state),
+            "delay": d.delay,
+            "run_at": None if d.run_at is None else d.run_at.isoformat(),
+            "await_names": SEP.join(d.await_names) if d.await_names else None,
+            "await_all": d.await_all,
+            "await_limit": d.await_limit,
+            "timeout_step": d.timeout_step,
+            "result": _json_or_none(d.result, d.status == "done"),
+            "error": _json_or_none(d.error, d.error is not None),
+            "reset": d.reset_attempt,
+            "give_back": d.give_back_attempt,
+            "rate_key": x.rate_key,
+            "rate_weight": x.rate_weight,
+            "rekey": x.rekey,
+            "concurrency_key": x.concurrency_key,
+            "concurrency_limit": x.concurrency_limit,
+            "join_policy": d.join_policy,
+            "children": len(d.children) if d.kind == "spawn" else None,
+            "children_from": child_ids[x.instance_id][0] if x.instance_id in child_ids else None,
+        }
+        for x in items
+        for d in (x.decision,)
+    ]
     params = {
         "id": [x.instance_id for x in items],
-        "token": [x.lease_token for x in items],
-        "kind": [d.status for d in ds],
-        "step": [d.step for d in ds],
-        "state": [serialization.dumps(d.state) for d in ds],
-        "delay": [None if d.delay is None else timedelta(seconds=d.delay) for d in ds],
-        "run_at": [d.run_at for d in ds],
-        "await_names": [SEP.join(d.await_names) if d.await_names else None for d in ds],
-        "await_all": [d.await_all for d in ds],
-        "await_limit": [d.await_limit for d in ds],
-        "timeout_step": [d.timeout_step for d in ds],
-        "result": [_json_or_none(d.result, d.status == "done") for d in ds],
-        "error": [_json_or_none(d.error, d.error is not None) for d in ds],
-        "reset": [d.reset_attempt for d in ds],
-        "give_back": [d.give_back_attempt for d in ds],
-        "rate_key": [x.rate_key for x in items],
-        "rate_weight": [x.rate_weight for x in items],
-        "rekey": [x.rekey for x in items],
-        "concurrency_key": [x.concurrency_key for x in items],
-        "concurrency_limit": [x.concurrency_limit for x in items],
-        "join_policy": [d.join_policy for d in ds],
-        "children": [len(d.children) if d.kind == "spawn" else None for d in ds],
-        "children_from": [
-            child_ids[x.instance_id][0] if x.instance_id in child_ids else None for x in items
-        ],
+        "batch": json.dumps(batch, ensure_ascii=False, allow_nan=False),
         "now": now,
     }
     calls: list[_fast.Call] = [(_COMMIT, params)]
