@@ -141,23 +141,25 @@ def pipelined(conn: Connection, calls: Sequence[Call]) -> list[list[Any]]:
     sql, bound = "", {}
     try:
         with contextlib.ExitStack() as stack:
-            pipeline = None
-            if len(calls) > 1 or driver.info.transaction_status == TransactionStatus.IDLE:
-                pipeline = stack.enter_context(driver.pipeline())
-            for stmt, params in calls:
-                sql, defaults = _render(stmt, params)
-                bound = dict(defaults)
-                if params:
-                    for key, value in params.items():
-                        bound[f"p_{key}"] = value
-                cur = stack.enter_context(driver.cursor(row_factory=namedtuple_row))
-                if events:
-                    for fn in conn.dispatch.before_cursor_execute:
-                        sql, bound = fn(conn, cur, sql, bound, None, False)
-                cur.execute(sql, bound, prepare=prepare)
-                sent.append((cur, sql, bound))
-            if pipeline is not None:
-                pipeline.sync()  # sends what is queued, waits for every result
+            # Leaving the pipeline sends its one Sync and collects every result; a sync()
+            # before that would cost a second round trip for the exit's own Sync.
+            with (
+                driver.pipeline()
+                if len(calls) > 1 or driver.info.transaction_status == TransactionStatus.IDLE
+                else contextlib.nullcontext()
+            ):
+                for stmt, params in calls:
+                    sql, defaults = _render(stmt, params)
+                    bound = dict(defaults)
+                    if params:
+                        for key, value in params.items():
+                            bound[f"p_{key}"] = value
+                    cur = stack.enter_context(driver.cursor(row_factory=namedtuple_row))
+                    if events:
+                        for fn in conn.dispatch.before_cursor_execute:
+                            sql, bound = fn(conn, cur, sql, bound, None, False)
+                    cur.execute(sql, bound, prepare=prepare)
+                    sent.append((cur, sql, bound))
             out = []
             for cur, sql, bound in sent:
                 out.append(cur.fetchall() if cur.description is not None else [])
