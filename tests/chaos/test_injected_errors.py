@@ -92,18 +92,7 @@ def test_an_error_that_is_not_the_databases_does_not_kill_the_committer(
         faults.inject(rule),
         Runner(engine, queues={"default": 4}, lease=1.0, poll_interval=0.1, grace=1.0),
     ):
-        wait_until(
-            lambda: (
-                value(
-                    engine,
-                    "SELECT count(*) FROM gen_durable.gd_instances WHERE id = ANY(:ids) "
-                    "AND status = 'done'",
-                    ids=ids,
-                )
-                == len(ids)
-            ),
-            60,
-        )
+        _wait_done(engine, ids)
     assert rule.fired == 2
 
 
@@ -131,18 +120,7 @@ def test_a_permanent_database_error_fails_its_steps_not_the_committer(engine: En
         poison = durable.insert(s, Poisoned, args={"poison": True})
         ids = durable.insert_all(s, [Poisoned.new(args={"poison": False}) for _ in range(30)])
     with Runner(engine, queues={"default": 4}, lease=1.0, poll_interval=0.1, grace=1.0):
-        wait_until(
-            lambda: (
-                value(
-                    engine,
-                    "SELECT count(*) FROM gen_durable.gd_instances WHERE id = ANY(:ids) "
-                    "AND status = 'done'",
-                    ids=ids,
-                )
-                == len(ids)
-            ),
-            60,
-        )
+        _wait_done(engine, ids)
     assert snapshot(engine, poison).status != "done"
 
 
@@ -171,3 +149,9 @@ def test_a_serialization_failure_at_a_session_commit_is_retried_at_once(
         wait_until(lambda: rule.fired == 1 and len(runner.inflight) == 0, 60)
         status = snapshot(engine, iid).status
     assert status != "running", "its lease is held by no runner"
+
+
+def _wait_done(engine: Engine, ids: list[int]) -> None:
+    """Wait until every one of ``ids`` is done."""
+    sql = "SELECT count(*) FROM gen_durable.gd_instances WHERE id = ANY(:ids) AND status = 'done'"
+    wait_until(lambda: value(engine, sql, ids=ids) == len(ids), 60)
