@@ -16,7 +16,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from benchmarks import jobs, latency
-from benchmarks.common import Bench, clear
+from benchmarks.common import Bench, clear, drain_runs
 from benchmarks.output import log, median
 
 SEED_SQL = Path(__file__).with_name("sql") / "seed_big_tables.sql"
@@ -53,7 +53,7 @@ def run(bench: Bench) -> None:
     if empty_jobs is None:
         log("W6: the empty-table baseline of W1 at concurrency 10")
         bench.reset()
-        runs = jobs.drain_runs(bench, backlog, 10, "W6 baseline")
+        runs = drain_runs(bench, jobs.Noop, backlog, 10, "W6 baseline")
         empty_jobs = jobs.runs_figure(
             bench, "W6", "baseline: jobs, concurrency 10, empty table", runs, 10, backlog=backlog
         )
@@ -71,7 +71,7 @@ def run(bench: Bench) -> None:
     seconds = seed(bench, rows, rows)
     log(f"  seeded in {seconds:.1f} s")
     label = f"{rows // 1000:,}k finished + {rows // 1000:,}k future rows"
-    runs = jobs.drain_runs(bench, backlog, 10, "W6")
+    runs = drain_runs(bench, jobs.Noop, backlog, 10, "W6")
     figure = jobs.runs_figure(
         bench,
         "W6",

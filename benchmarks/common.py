@@ -22,7 +22,7 @@ import gen_durable as durable
 from benchmarks.calibration import Calibration
 from benchmarks.connection import with_app_name
 from benchmarks.measure import Finished, Measured, Meter, ServerStats, SqlCounter, read_wal_syncs
-from benchmarks.output import emit, rounded
+from benchmarks.output import emit, log, rounded
 from gen_durable import schema as gd_schema
 
 SERVICE_CONNECTIONS = 6
@@ -312,3 +312,32 @@ def drain(
             runner.stop(grace=10.0)
     assert meter.result is not None
     return Run(meter.result, steps, done, drained)
+
+
+def drain_runs(
+    bench: Bench,
+    cls: type[durable.FSM] | type[durable.Job],
+    backlog: int,
+    concurrency: int,
+    label: str,
+    served: Sequence[str] | None = None,
+) -> list[Run]:
+    """``repeat`` windowed runs of a Runner at ``concurrency`` on a backlog of ``cls``
+    topped up before each run; the Runner serves ``served`` (default: ``cls`` alone)."""
+    runs: list[Run] = []
+    for attempt in range(bench.options.repeat):
+        bench.calibration.sample(concurrency)
+        top_up(bench, [cls.name], cls.new, backlog)
+        run = drain(
+            bench,
+            queues={"default": concurrency},
+            fsms=list(served) if served is not None else [cls.name],
+            instances=backlog,
+            window=bench.options.window,
+        )
+        runs.append(run)
+        log(
+            f"  {label} c={concurrency} run {attempt + 1}: {run.rate:.0f} steps/s "
+            f"({run.steps} steps{', drained' if run.drained else ''})"
+        )
+    return runs

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import text
 
 import gen_durable as durable
-from benchmarks.common import Bench, Run, drain, top_up
+from benchmarks.common import Bench, drain_runs
 from benchmarks.jobs import runs_figure
 from benchmarks.output import log
 
@@ -59,35 +59,18 @@ def setup(bench: Bench) -> None:
     _write_sql = text(f"INSERT INTO {table} (instance_id, step) VALUES (:i, :s)")
 
 
-def chain_runs(bench: Bench, cls: type[durable.FSM], instances: int, label: str) -> list[Run]:
-    runs: list[Run] = []
-    for attempt in range(bench.options.repeat):
-        bench.calibration.sample(CONCURRENCY)
-        top_up(bench, [cls.name], cls.new, instances)
-        run = drain(
-            bench,
-            queues={"default": CONCURRENCY},
-            fsms=[cls.name],
-            instances=instances,
-            window=bench.options.window,
-        )
-        runs.append(run)
-        log(f"  {label} run {attempt + 1}: {run.rate:.0f} steps/s ({run.steps} steps)")
-    return runs
-
-
 def run(bench: Bench) -> None:
     instances = 500 if bench.options.quick else 5_000
     setup(bench)
     bench.reset()
     log(f"W2: {instances:,} FSMs x {len(STEPS)} no-op steps at concurrency {CONCURRENCY}")
-    runs = chain_runs(bench, Chain, instances, "W2 no-op")
+    runs = drain_runs(bench, Chain, instances, CONCURRENCY, "W2 no-op")
     runs_figure(
         bench, "W2", "FSM steps, no-op", runs, CONCURRENCY, instances=instances, steps_each=10
     )
     bench.reset()
     log(f"W2: {instances:,} FSMs x {len(STEPS)} steps writing a row through ctx.session")
-    runs = chain_runs(bench, WritingChain, instances, "W2 ctx.session")
+    runs = drain_runs(bench, WritingChain, instances, CONCURRENCY, "W2 ctx.session")
     runs_figure(
         bench,
         "W2",

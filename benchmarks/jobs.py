@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 import gen_durable as durable
-from benchmarks.common import Bench, Figure, Run, drain, insert_specs, top_up
+from benchmarks.common import Bench, Figure, Run, drain_runs, insert_specs
 from benchmarks.measure import Measured, summarize
 from benchmarks.output import log, median
 
@@ -30,27 +30,6 @@ class Noop(durable.Job):
 
 def backlog_size(bench: Bench) -> int:
     return 10_000 if bench.options.quick else 100_000
-
-
-def drain_runs(bench: Bench, backlog: int, concurrency: int, label: str) -> list[Run]:
-    """``repeat`` runs of a Runner at ``concurrency`` on a backlog of no-op jobs."""
-    runs: list[Run] = []
-    for attempt in range(bench.options.repeat):
-        bench.calibration.sample(concurrency)
-        top_up(bench, [Noop.name], Noop.new, backlog)
-        run = drain(
-            bench,
-            queues={"default": concurrency},
-            fsms=[Noop.name],
-            instances=backlog,
-            window=bench.options.window,
-        )
-        runs.append(run)
-        log(
-            f"  {label} c={concurrency} run {attempt + 1}: {run.rate:.0f} steps/s "
-            f"({run.steps} steps{', drained' if run.drained else ''})"
-        )
-    return runs
 
 
 def runs_figure(
@@ -146,7 +125,7 @@ def run(bench: Bench) -> None:
     bench.reset()
     for concurrency in (10, 50):
         log(f"W1: a backlog of {backlog:,} no-op jobs at concurrency {concurrency}")
-        runs = drain_runs(bench, backlog, concurrency, "W1")
+        runs = drain_runs(bench, Noop, backlog, concurrency, "W1")
         figure = runs_figure(
             bench, "W1", f"jobs, concurrency {concurrency}", runs, concurrency, backlog=backlog
         )

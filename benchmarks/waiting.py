@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 import gen_durable as durable
 from benchmarks import jobs
-from benchmarks.common import Bench, Run, drain, top_up
+from benchmarks.common import Bench, drain_runs
 from benchmarks.output import log, median
 from gen_durable.fsm import rate_bucket_of
 
@@ -68,34 +68,19 @@ def seed(bench: Bench, waiting: int) -> float:
     return time.perf_counter() - started
 
 
-def _runs(bench: Bench, backlog: int, label: str) -> list[Run]:
-    runs = []
-    for attempt in range(bench.options.repeat):
-        bench.calibration.sample(10)
-        top_up(bench, [jobs.Noop.name], jobs.Noop.new, backlog)
-        run = drain(
-            bench,
-            queues={"default": 10},
-            fsms=SERVED,
-            instances=backlog,
-            window=bench.options.window,
-        )
-        runs.append(run)
-        log(f"  {label} run {attempt + 1}: {run.rate:.0f} steps/s ({run.steps} steps)")
-    return runs
-
-
 def run(bench: Bench) -> None:
     waiting = 100_000
     backlog = jobs.backlog_size(bench)
     bench.reset()
     log("W8: jobs at concurrency 10, nothing waiting")
-    empty = median([r.rate for r in _runs(bench, backlog, "W8 baseline")])
+    empty = median(
+        [r.rate for r in drain_runs(bench, jobs.Noop, backlog, 10, "W8 baseline", SERVED)]
+    )
     bench.reset()
     log(f"W8: seeding {waiting:,} waiting instances")
     seconds = seed(bench, waiting)
     log(f"  seeded in {seconds:.1f} s")
-    runs = _runs(bench, backlog, "W8")
+    runs = drain_runs(bench, jobs.Noop, backlog, 10, "W8", SERVED)
     with bench.admin.connect() as conn:
         left = conn.execute(
             text(

@@ -389,23 +389,27 @@ def _transition(claimed: Claimed, decision: Decision, route: _Route) -> Transiti
     )
 
 
+_UNROUTED = _Route()
+"""No bucket, no new key: what most steps get (shared, not built per step)."""
+
+
 def _failure_route(cls: type[registry.Definition], claimed: Claimed, decision: Decision) -> _Route:
     try:
         return _route(cls, claimed, decision)
     except Exception:  # the failure is what matters; run it unlimited, under its old key
-        return _Route()
+        return _UNROUTED
 
 
 def _route(cls: type[registry.Definition], claimed: Claimed, decision: Decision) -> _Route:
     """The rate-limit bucket and concurrency key of the step the decision makes runnable."""
     if decision.finished:
-        return _Route()
+        return _UNROUTED
     bucket = registry.rate_bucket_of(cls, decision.step, decision.state)
     rekey, key = registry.next_concurrency_key(
         cls, claimed.concurrency_key, claimed.state, decision.state
     )
     if not rekey:
-        return _Route(bucket)
+        return _Route(bucket) if bucket is not None else _UNROUTED
     return _Route(bucket, True, key, cls.concurrency_limit if key is not None else None)
 
 
