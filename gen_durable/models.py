@@ -94,6 +94,9 @@ class Instance(Base):
     await_all: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     await_limit: Mapped[int | None] = mapped_column(Integer)
     timeout_step: Mapped[str | None] = mapped_column(Text)
+    await_pack: Mapped[list[int] | None] = mapped_column(ARRAY(BigInteger))
+    """The ids of the signals the current step's first claim delivered (its pack), so that
+    every later attempt of that step gets the same pack; None until a claim builds one."""
     result: Mapped[Any | None] = mapped_column(JSONB)
     error: Mapped[Any | None] = mapped_column(JSONB)
     parent_id: Mapped[int | None] = mapped_column(BigInteger)

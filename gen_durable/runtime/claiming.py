@@ -40,9 +40,10 @@ def claim(
         pending = store.signals.pending_for(conn, waking) if waking else []
         parents = [r.id for r in rows if r.children_from is not None]
         kids = store.children.latest_of(conn, parents)
+        claimed, built = to_claimed(rows, pending, kids)
+        store.signals.record_packs(conn, built)
     if faults.active is not None:
         faults.hit("after_claim")
-    claimed = to_claimed(rows, pending, kids)
     if claimed and events.active("claim"):
         events.emit(
             "claim",
@@ -56,11 +57,13 @@ def claim(
 
 def to_claimed(
     rows: Sequence[Row[Any]], pending: Sequence[Row[Any]], kids: Sequence[Row[Any]]
-) -> list[Claimed]:
+) -> tuple[list[Claimed], dict[int, list[int]]]:
     """Build :class:`Claimed` from claimed rows, their pending signals and latest children.
 
     An awaiting row's pack holds its pending signals of the awaited names in arrival
-    order, at most ``await_limit`` of them.
+    order, at most ``await_limit`` of them. The first claim of a step builds the pack;
+    the ids it chose are returned (instance id -> signal ids) for the claim to record,
+    and every later claim of that step gets exactly those signals back.
     """
     children: dict[int, list[Child]] = {}
     for k in kids:
@@ -73,12 +76,19 @@ def to_claimed(
             Signal(id=s.id, name=s.name, payload=s.payload, created_at=s.created_at)
         )
     claimed = []
+    built: dict[int, list[int]] = {}
     for r in rows:
         pack: tuple[Signal, ...] = ()
         if r.await_names:
-            names = set(r.await_names)
-            matching = [s for s in by_instance.get(r.id, []) if s.name in names]
-            pack = tuple(matching[: r.await_limit] if r.await_limit else matching)
+            mine = by_instance.get(r.id, [])
+            if r.await_pack is not None:
+                recorded = set(r.await_pack)
+                pack = tuple(s for s in mine if s.id in recorded)
+            else:
+                names = set(r.await_names)
+                matching = [s for s in mine if s.name in names]
+                pack = tuple(matching[: r.await_limit] if r.await_limit else matching)
+                built[r.id] = [s.id for s in pack]
         claimed.append(
             Claimed(
                 id=r.id,
@@ -98,4 +108,4 @@ def to_claimed(
                 concurrency_key=r.concurrency_key,
             )
         )
-    return claimed
+    return claimed, built

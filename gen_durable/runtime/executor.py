@@ -374,7 +374,9 @@ class _Route:
 
 
 def _transition(claimed: Claimed, decision: Decision, route: _Route) -> Transition:
-    again = decision.kind in ("retry", "rate_limited")  # the same pack comes back
+    # The same pack comes back: to the next attempt, or to a retry from outside of a step
+    # that failed for good (its signals stay pending, visible with the failed instance).
+    again = decision.kind in ("retry", "rate_limited", "error")
     return Transition(
         instance_id=claimed.id,
         lease_token=claimed.lease_token,

@@ -308,7 +308,10 @@ def cancel(conn: Connection, instance_id: int, error: str, now: datetime | None)
 
 
 def retry(conn: Connection, instance_id: int, now: datetime | None) -> Row[Any] | None:
-    """Make a failed or cancelled instance runnable again at its step, attempts reset."""
+    """Make a failed or cancelled instance runnable again at its step, attempts reset.
+
+    What the step awaited stays: a step that failed with a pack gets the same pack again.
+    """
     t_now = db_now(now)
     stmt = (
         update(I)
@@ -319,7 +322,6 @@ def retry(conn: Connection, instance_id: int, now: datetime | None) -> Row[Any] 
             run_at=t_now,
             finished_at=None,
             updated_at=t_now,
-            await_names=None,
         )
         .returning(I.c.id, I.c.queue)
     )

@@ -31,6 +31,7 @@ CLAIM_COLUMNS = (
     I.c.await_names,
     I.c.await_all,
     I.c.await_limit,
+    I.c.await_pack,
     I.c.run_at,
     I.c.children_from,
     I.c.concurrency_key,

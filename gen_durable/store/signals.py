@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Row,
@@ -20,10 +22,19 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from gen_durable.store._common import NOW, I, S, db_now, param, run, unnest_params
+from gen_durable.store._common import (
+    NOW,
+    I,
+    S,
+    db_now,
+    param,
+    recordset_param,
+    run,
+    unnest_params,
+)
 
 
 def insert_signal(
@@ -63,7 +74,13 @@ def insert_signal(
 
 
 def _pending_named(name: ColumnElement[Any]) -> ColumnElement[bool]:
-    return exists().where(S.c.instance_id == I.c.id, S.c.consumed_at.is_(None), S.c.name == name)
+    # Correlated to the row being woken two levels up (the unnest of its names sits between):
+    # auto-correlation looks at the enclosing SELECT only and would read every instance.
+    return (
+        exists()
+        .where(S.c.instance_id == I.c.id, S.c.consumed_at.is_(None), S.c.name == name)
+        .correlate_except(S)
+    )
 
 
 def _await_satisfied() -> ColumnElement[bool]:
@@ -111,6 +128,26 @@ _PENDING = (
 def pending_for(conn: Connection, ids: Sequence[int]) -> Sequence[Row[Any]]:
     """Pending signals of these instances, oldest first."""
     return run(conn, _PENDING, {"ids": list(ids)}).all()
+
+
+_PACKS = recordset_param("packs", id="bigint", pack="text")
+_RECORD_PACKS = (
+    update(I)
+    .where(I.c.id == _PACKS.c.id)
+    .values(await_pack=func.string_to_array(_PACKS.c.pack, ",").cast(ARRAY(BigInteger)))
+)
+
+
+def record_packs(conn: Connection, packs: Mapping[int, Sequence[int]]) -> None:
+    """Record the pack (signal ids) a claim built for each instance, in one statement.
+
+    Runs in the claim's transaction, so the record exists exactly when the claim does:
+    every later attempt of the step — after a raise, a ``RateLimited`` re-run, a crash or
+    a lost lease — is handed the same signals, whatever arrived since.
+    """
+    if packs:
+        rows = [{"id": i, "pack": ",".join(map(str, ids))} for i, ids in packs.items()]
+        run(conn, _RECORD_PACKS, {"packs": json.dumps(rows)})
 
 
 _CONSUMED = unnest_params(id="bigint", version="int")

@@ -144,6 +144,7 @@ _COMMIT = (
         await_all=case((_T.c.reset, _T.c.await_all), else_=I.c.await_all),
         await_limit=case((_T.c.reset, _T.c.await_limit), else_=I.c.await_limit),
         timeout_step=case((_T.c.reset, _T.c.timeout_step), else_=I.c.timeout_step),
+        await_pack=case((_T.c.reset, None), else_=I.c.await_pack),
         # A Spawn parks the parent on its children: the counter, the policy and where the
         # batch's ids start. Other transitions clear the policy and keep the rest.
         join_policy=_T.c.join_policy,
