@@ -16,9 +16,9 @@ from sqlalchemy import Engine
 from sqlalchemy.pool import QueuePool
 
 from gen_durable import fsm as registry
-from gen_durable import models, schema, store
+from gen_durable import models, schema, serialization, store
 from gen_durable.cron import Cron
-from gen_durable.errors import ConfigurationError
+from gen_durable.errors import ConfigurationError, ValidationError
 from gen_durable.runtime.committer import Committer
 from gen_durable.runtime.dispatcher import Dispatcher
 from gen_durable.runtime.executor import Executor, StepReport
@@ -377,8 +377,10 @@ def _validate_queues(queues: Mapping[str, int]) -> dict[str, int]:
         raise ConfigurationError("queues must be a non-empty mapping of queue name -> concurrency")
     out: dict[str, int] = {}
     for name, concurrency in queues.items():
-        if not isinstance(name, str) or not name:
-            raise ConfigurationError(f"queue names are non-empty strings, got {name!r}")
+        try:  # the rule insert applies: a name the queue column and its index can hold
+            serialization.check_text(name, "queue")
+        except ValidationError as exc:
+            raise ConfigurationError(str(exc)) from None
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigurationError(
                 f"queue {name!r}: concurrency must be an int >= 1, got {concurrency!r}"

@@ -42,6 +42,7 @@ import gen_durable as durable
 from gen_durable import FSM, Done
 from gen_durable import serialization as ser
 from gen_durable.errors import (
+    ConfigurationError,
     InvalidPayload,
     InvalidState,
     PayloadTooLarge,
@@ -343,3 +344,18 @@ def test_weird_but_valid_input_round_trips_through_the_runtime(engine: Engine) -
         snap = snapshot(engine, iid)
         assert snap.status == "done", snap.error
         assert snap.result == {"state": {"awaits": [n], n: n}, "payloads": [{n: [n, "ééé"]}]}
+
+
+# --- Runner ------------------------------------------------------------------------------
+
+
+@EXAMPLES
+@given(name=bad_names)
+def test_runner_refuses_queue_names_insert_refuses_with_inserts_message(
+    engine: Engine, name: Any
+) -> None:
+    with pytest.raises(ValidationError) as from_insert, Session(engine) as s, s.begin():
+        durable.insert(s, Box, queue=name)
+    with pytest.raises(ConfigurationError) as from_runner:
+        durable.Runner(engine, queues={name: 1})
+    assert str(from_runner.value) == str(from_insert.value)
