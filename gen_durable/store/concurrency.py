@@ -84,10 +84,12 @@ def admit(conn: Connection, candidates: Sequence[Row[Any]], now: datetime | None
 
 
 _FREED = unnest_params(key="text", n="int")
+# An alias: a self-read inside the UPDATE of the same table (tests/test_statement_guard.py).
+_WAITING = I.alias("waiting")
 _NEXT = (
-    select(I.c.id)
-    .where(I.c.concurrency_key == _FREED.c.key, I.c.status == "blocked")
-    .order_by(I.c.priority, I.c.run_at, I.c.id)
+    select(_WAITING.c.id)
+    .where(_WAITING.c.concurrency_key == _FREED.c.key, _WAITING.c.status == "blocked")
+    .order_by(_WAITING.c.priority, _WAITING.c.run_at, _WAITING.c.id)
     .limit(_FREED.c.n)
     .with_for_update(skip_locked=True)
     .lateral("nxt")

@@ -156,13 +156,16 @@ def claim(
 
 
 _HELD = unnest_params(id="bigint", token="uuid")
+# The rows are locked (skipping those someone else holds) in a self-read of the updated
+# table: an alias says it is one (tests/test_statement_guard.py).
+_LOCKABLE = I.alias("lockable")
 _EXTEND = (
     update(I)
     .where(I.c.id == _HELD.c.id, I.c.lease_token == _HELD.c.token, I.c.status == "running")
     .where(
         I.c.id.in_(
-            select(I.c.id)
-            .where(I.c.id == func.any(param("id", "bigint", is_array=True)))
+            select(_LOCKABLE.c.id)
+            .where(_LOCKABLE.c.id == func.any(param("id", "bigint", is_array=True)))
             .with_for_update(skip_locked=True)
             .scalar_subquery()
         )

@@ -38,12 +38,17 @@ def stage_due(conn: Connection, limit: int, now: datetime | None) -> list[str]:
     queue of each staged row.
     """
     t_now = db_now(now)
+    # The batch is a self-read of the updated table: an alias says so (the statement guard,
+    # tests/test_statement_guard.py, refuses a bare one).
+    pending = I.alias("pending")
     due = (
-        select(I.c.id)
+        select(pending.c.id)
         .where(
-            I.c.status.in_(("scheduled", "awaiting")), I.c.run_at.is_not(None), I.c.run_at <= t_now
+            pending.c.status.in_(("scheduled", "awaiting")),
+            pending.c.run_at.is_not(None),
+            pending.c.run_at <= t_now,
         )
-        .order_by(I.c.run_at)
+        .order_by(pending.c.run_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
@@ -74,9 +79,10 @@ def reap(conn: Connection, limit: int, now: datetime | None) -> Sequence[Row[Any
     (:func:`gen_durable.store.children.finish`).
     """
     t_now = db_now(now)
+    held = I.alias("held")  # a self-read of the updated table, so an alias
     expired = (
-        select(I.c.id)
-        .where(I.c.status == "running", I.c.lease_expires_at < t_now)
+        select(held.c.id)
+        .where(held.c.status == "running", held.c.lease_expires_at < t_now)
         .limit(limit)
         .with_for_update(skip_locked=True)
         .scalar_subquery()
@@ -119,14 +125,18 @@ def reap(conn: Connection, limit: int, now: datetime | None) -> Sequence[Row[Any
 
 
 def _garbage(retention_seconds: float, now: datetime | None) -> Select[tuple[int]]:
-    """Finished instances past retention, but never a child whose parent is unfinished."""
+    """Finished instances past retention, but never a child whose parent is unfinished.
+
+    Aliased: :func:`collect_garbage` reads it inside its DELETE of the same table.
+    """
+    aged = I.alias("aged")
     parent = I.alias("parent")
-    return select(I.c.id).where(
-        I.c.finished_at.is_not(None),
-        I.c.finished_at < db_now(now) - seconds(retention_seconds),
+    return select(aged.c.id).where(
+        aged.c.finished_at.is_not(None),
+        aged.c.finished_at < db_now(now) - seconds(retention_seconds),
         or_(
-            I.c.parent_id.is_(None),
-            ~exists().where(parent.c.id == I.c.parent_id, parent.c.finished_at.is_(None)),
+            aged.c.parent_id.is_(None),
+            ~exists().where(parent.c.id == aged.c.parent_id, parent.c.finished_at.is_(None)),
         ),
     )
 

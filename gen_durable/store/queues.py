@@ -22,9 +22,12 @@ the picker's index in order and stop at the LIMIT (a correlated one made it read
 the whole backlog)."""
 
 
+# An alias: the claim evaluates this inside its UPDATE of the same table, where the bare
+# name would read as a correlation (tests/test_statement_guard.py).
+_BUSY = I.alias("busy")
 _RUNNING = (
     select(func.count())
-    .where(I.c.queue == param("queue", "text"), I.c.status == "running")
+    .where(_BUSY.c.queue == param("queue", "text"), _BUSY.c.status == "running")
     .scalar_subquery()
 )
 ALLOWANCE = func.coalesce(
