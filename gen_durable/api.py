@@ -114,7 +114,7 @@ def insert(
         state: An FSM's state (JSON, or its ``State`` type); None: ``{}``, or for a typed
             class a ``State`` built from no fields.
         args: A Job's args (JSON, or its ``Args`` type); a Job takes ``args``, not
-            ``state``. None: ``{}`` for a Job without an ``Args`` class.
+            ``state``. None: ``{}``, or an ``Args`` built from no fields.
         correlation_key: A name for the instance, unique among unfinished instances.
         queue: The queue; None: the class's ``queue`` option.
         priority: 0 to 9, lower claimed first; None: the class's ``priority`` option.

@@ -292,7 +292,7 @@ class InsertSpec:
         value = state if state is not None else args
         type_ = target._gd_state_type
         if value is None:
-            value = {} if type_ is None or target._gd_kind == "fsm" else None
+            value = {}  # typed: built from no fields, or InvalidState names the missing ones
         what = "args" if target._gd_kind == "job" else "state"
         data = serialization.validate_state(value, type_, what)
         if correlation_key is not None:

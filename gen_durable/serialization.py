@@ -4,6 +4,10 @@ Never pickle: everything stored is JSON (jsonb). This is also where input is pro
 fit the database before anything is written: a payload within the payload limit and with
 no character jsonb refuses, names and keys that a text column and its index can hold,
 durations and integers the columns can represent.
+
+Types are checked, never coerced (the hooks are in :mod:`gen_durable.typecheck`): an
+``int`` takes only an int, a ``str`` only a str, and so on, at any depth; untyped data may
+only have text keys.
 """
 
 from __future__ import annotations
@@ -17,11 +21,14 @@ from typing import Any
 from cattrs.errors import BaseValidationError
 from cattrs.preconf.json import make_converter
 
+from gen_durable import typecheck
 from gen_durable.errors import InvalidPayload, InvalidState, PayloadTooLarge, ValidationError
 from gen_durable.types import JSON
 
 converter = make_converter(forbid_extra_keys=True)
-"""The converter that structures stored JSON into ``State``/``Args`` classes."""
+"""The converter that structures stored JSON into ``State``/``Args`` classes: it checks
+types and never coerces them (see :mod:`gen_durable.typecheck`)."""
+typecheck.configure(converter)
 
 DEFAULT_PAYLOAD_LIMIT = 1 << 20
 """The default payload limit: 1 MiB of compact UTF-8 JSON."""
@@ -69,20 +76,45 @@ def structure(value: JSON, type_: type[Any] | None, what: str = "state") -> Any:
     try:
         return converter.structure(value, type_)
     except (BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
-        detail = _describe(exc)
-        raise InvalidState(f"{what} does not fit {type_.__qualname__}: {detail}") from exc
+        detail = "; ".join(typecheck.problems(exc))
+        # Not chained: the cause's text may quote the value, and a step's error keeps
+        # its traceback.
+        raise InvalidState(f"{what} does not fit {type_.__qualname__}: {detail}") from None
 
 
 def unstructure(value: Any, what: str = "state") -> JSON:
     """Turn a state, args, payload or result into JSON-native data, or raise."""
+    return _encoded(_plain(value, what, None), what, None)
+
+
+def _plain(value: Any, what: str, type_: type[Any] | None) -> Any:
     try:
-        data = converter.unstructure(value)
+        return converter.unstructure(value)
+    except (TypeError, ValueError, AttributeError, RecursionError) as exc:
+        if type_ is not None and isinstance(exc, AttributeError | ValueError):
+            # A field holds what its type is not: a str where an attrs class is declared,
+            # a mapping with keys 1 and "1" where it declares int keys.
+            raise InvalidState(f"{what} does not fit {type_.__qualname__}: {exc}") from exc
+        raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+def _encoded(data: Any, what: str, type_: type[Any] | None) -> JSON:
+    """``data`` as the database will hand it back, once proven storable."""
+    try:
         # A round trip through the encoder proves the value is JSON and normalises
         # tuples, str subclasses and the like to what the database will hand back.
         text = json.dumps(data, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         result: JSON = json.loads(text)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from exc
+    # The encoder would turn 1 into "1" silently, and {1: a, "1": b} into one key.
+    found = typecheck.non_text_key(data)
+    if found is not None:
+        where = typecheck.json_path(found[1:])
+        problem = f"{where} has a key of type {typecheck.type_of(found[0])}; keys are text"
+        if type_ is None:
+            raise InvalidPayload(f"{what} may only have text keys: {problem}")
+        raise InvalidState(f"{what} does not fit {type_.__qualname__}: {problem}")
     # The messages name the problem, never the value: it may be large or private.
     if text.isascii():
         size = len(text)
@@ -117,13 +149,15 @@ def dumps(value: JSON) -> str:
 
 
 def validate_state(value: Any, type_: type[Any] | None, what: str = "state") -> JSON:
-    """Validate user-supplied state/args against the declared type; return its JSON."""
+    """Validate state/args against the declared type (strictly: see the module's
+    docstring); return its JSON, or raise InvalidState / InvalidPayload."""
     if type_ is None:
         return unstructure(value, what)
     if not isinstance(value, type_):
         value = structure(value, type_, what)
-    data = unstructure(value, what)
-    # An instance built by hand is not validated by attrs: prove that it loads back.
+    data = _encoded(_plain(value, what, type_), what, type_)
+    # attrs does not check the types of an instance's fields, and a hook may not be the
+    # inverse of its counterpart: prove that what is stored loads back.
     structure(data, type_, what)
     return data
 
@@ -186,13 +220,4 @@ def is_moment(value: object) -> bool:
 
 
 def _brief(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, BaseValidationError):
-        from cattrs import transform_error
-
-        return "; ".join(transform_error(exc))
-    return f"{type(exc).__name__}: {exc}"
+    return typecheck.clip(repr(value), 80)

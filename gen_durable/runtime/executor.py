@@ -198,6 +198,7 @@ class Executor:
             session_factory=self._open_session,
         )
         instance: registry.Definition | None = None
+        what = "args" if cls._gd_kind == "job" else "state"
 
         def failed(exc: Exception) -> tuple[Decision, Transition]:
             decision = self._failure(cls, instance, snap, ctx, claimed, exc)
@@ -205,7 +206,7 @@ class Executor:
             return decision, self._recorded(cls, claimed, transition, started)
 
         try:
-            ctx.state = serialization.structure(claimed.state, cls._gd_state_type)
+            ctx.state = serialization.structure(claimed.state, cls._gd_state_type, what)
             instance = cls()
             if faults.active is not None:
                 faults.hit("in_step")
@@ -216,7 +217,10 @@ class Executor:
                 with tracer.step_scope(claimed.id):
                     returned = instance.step(claimed.step, ctx)
             outcome = _as_outcome(cls, returned)
-            new_state = serialization.unstructure(outcome_state(outcome, ctx.state))
+            # Checked now: a bad value fails the attempt that made it, not the next load.
+            new_state = serialization.validate_state(
+                outcome_state(outcome, ctx.state), cls._gd_state_type, what
+            )
             decision = decide(snap, outcome, new_state)
             transition = _transition(claimed, decision, _route(cls, claimed, decision))
             use_session = ctx.session_if_open is not None
@@ -306,14 +310,17 @@ class Executor:
         )
         compensation: Outcome | None = None
         if claimed.attempt >= claimed.max_attempts and instance is not None:
+            what = "args" if cls._gd_kind == "job" else "state"
             try:
-                ctx.state = serialization.structure(claimed.state, cls._gd_state_type)
+                ctx.state = serialization.structure(claimed.state, cls._gd_state_type, what)
                 compensation = instance.on_error(claimed.step, exc, ctx)
                 if compensation is not None and not isinstance(compensation, OUTCOME_TYPES):
                     raise InvalidOutcome(f"on_error returned {shown(compensation)}")
                 if compensation is not None:
                     compensation = _as_outcome(cls, compensation)
-                    state = serialization.unstructure(outcome_state(compensation, ctx.state))
+                    state = serialization.validate_state(
+                        outcome_state(compensation, ctx.state), cls._gd_state_type, what
+                    )
                     return decide(snap, Failure(error, 0.0, compensation), state)
             except Exception as hook_exc:
                 log.warning("on_error of %s raised %r; failing", claimed.fsm, hook_exc)

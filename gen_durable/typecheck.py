@@ -1,0 +1,345 @@
+"""The strict hooks of the one converter (:data:`gen_durable.serialization.converter`),
+and the wording of what did not fit.
+
+Types are checked, never coerced. cattrs alone calls the declared type on the value, so
+``int(1.7)``, ``int("12")``, ``str(5)``, ``bool("false")`` and a str read as a list of
+characters all "fit". With these hooks an ``int`` takes only an int (not a bool, not a
+float), a ``float`` an int or a float, ``bool`` and ``str`` only their own type, an attrs
+class or a mapping only a mapping, a list, tuple or set only an array, at any depth. The
+one reading of text as something else is a declared number or bool mapping key
+(``dict[int, X]``), which JSON can only hold as text, and the converter's own encodings
+(a datetime as ISO 8601 text).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+import threading
+import types
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence, Set
+from typing import Any, Literal, Union, get_args, get_origin
+
+import attrs
+from cattrs import Converter
+from cattrs.cols import mapping_structure_factory, mapping_unstructure_factory
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+
+def configure(converter: Converter) -> None:
+    """Make ``converter`` strict (see the module's docstring)."""
+    converter.register_structure_hook(int, _int)
+    converter.register_structure_hook(float, _float)
+    converter.register_structure_hook(bool, _own_type)
+    converter.register_structure_hook(str, _own_type)
+    converter.register_structure_hook_func(_is_plain_literal, _literal)
+    converter.register_structure_hook_factory(_is_native_union, _native_union)
+    converter.register_structure_hook_factory(_is_container, _checked_container)
+    converter.register_unstructure_hook_factory(_is_text_keyed, _text_keyed)
+
+
+class _Mismatch(TypeError):
+    """A value of the wrong type: its message names types, never the value."""
+
+
+def _mismatch(expected: str, value: object) -> _Mismatch:
+    return _Mismatch(f"expected {expected}, got {type_of(value)}")
+
+
+def type_of(value: object) -> str:
+    """A short description of a value that does not show it: its type's name."""
+    return "None" if value is None else type(value).__name__
+
+
+def _int(value: Any, cl: type[Any]) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if cl is int else cl(value)  # cl: an int subclass such as an IntEnum
+    raise _mismatch(cl.__name__, value)
+
+
+def _float(value: Any, cl: type[Any]) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            return cl(value)
+        except OverflowError:
+            raise _Mismatch(f"expected {cl.__name__}, got an int beyond its range") from None
+    raise _mismatch(cl.__name__, value)
+
+
+def _own_type(value: Any, cl: type[Any]) -> Any:
+    base = bool if issubclass(cl, bool) else str
+    if isinstance(value, base):
+        return value if cl is base else cl(value)  # cl: a subclass such as a str Enum
+    raise _mismatch(cl.__name__, value)
+
+
+def _is_plain_literal(type_: Any) -> bool:
+    return get_origin(type_) is Literal and all(
+        v is None or type(v) in (int, str, bool, bytes) for v in get_args(type_)
+    )
+
+
+def _literal(value: Any, cl: Any) -> Any:
+    # Literal[1] must refuse True and 1.0, which compare equal to 1.
+    if any(type(value) is type(v) and value == v for v in get_args(cl)):
+        return value
+    allowed = ", ".join(repr(v) for v in get_args(cl))
+    raise _Mismatch(f"expected one of {clip(allowed, 80)}, got {type_of(value)}")
+
+
+_NATIVE = (int, float, str, bool, type(None))
+
+
+def _is_native_union(type_: Any) -> bool:
+    """A union with a JSON scalar type in it; an Optional of one type is cattrs' own."""
+    if get_origin(type_) not in (Union, types.UnionType):
+        return False
+    members = get_args(type_)
+    if len(members) == 2 and type(None) in members:
+        return False
+    return any(m in _NATIVE or _is_plain_literal(m) for m in members)
+
+
+def _native_union(type_: Any, converter: Converter) -> Callable[[Any, Any], Any]:
+    """cattrs' own union hook lets a bool through as an int (bool subclasses int)."""
+    members = get_args(type_)
+    kinds = {m for m in members if m in _NATIVE}
+    literals = [m for m in members if m not in kinds and _is_plain_literal(m)]
+    rest = [m for m in members if m not in kinds and m not in literals]
+    spill: Any = Union[tuple(rest)] if rest else None  # noqa: UP007 (built from a tuple)
+    name = _type_name(type_)
+
+    def structure_union(value: Any, _: Any) -> Any:
+        if isinstance(value, bool):
+            fits = bool in kinds
+        elif isinstance(value, int):
+            if int not in kinds and float in kinds:
+                return _float(value, float)
+            fits = int in kinds
+        else:
+            fits = type(value) in kinds or (isinstance(value, str) and str in kinds)
+        if fits:
+            return value
+        for literal in literals:
+            if any(type(value) is type(v) and value == v for v in get_args(literal)):
+                return value
+        try:
+            if spill is not None:
+                return converter.structure(value, spill)
+        except _Mismatch:
+            pass  # the whole union is what was expected
+        raise _mismatch(name, value)
+
+    return structure_union
+
+
+def _container(type_: Any) -> tuple[tuple[type, ...], str] | None:
+    """What a value of an attrs class or collection type must be an instance of, and
+    how to say so."""
+    origin = get_origin(type_) or type_
+    if not isinstance(origin, type) or issubclass(origin, str | bytes | bytearray):
+        return None
+    if attrs.has(origin) or issubclass(origin, Mapping):
+        return (dict, Mapping), "an object"  # dict first: an ABC's check is slow
+    if issubclass(origin, Set):
+        return (list, tuple, Set), "an array"
+    if issubclass(origin, Sequence):
+        return (list, tuple), "an array"
+    return None
+
+
+_local = threading.local()
+_NO_TYPE = object()
+
+
+def _is_container(type_: Any) -> bool:
+    bypass = getattr(_local, "bypass", _NO_TYPE)
+    if bypass is not _NO_TYPE and bypass == type_:
+        _local.bypass = _NO_TYPE  # once: the nested types of a recursive class stay checked
+        return False
+    return _container(type_) is not None
+
+
+def _checked_container(type_: Any, converter: Converter) -> Callable[[Any, Any], Any]:
+    accepted, expected = _container(type_) or ((object,), "")
+    origin = get_origin(type_) or type_
+    base: Callable[[Any, Any], Any]
+    if issubclass(origin, Mapping):
+        # Built here rather than fetched: cattrs registers the mapping hooks it builds
+        # ahead of every factory, which would unwrap this one the next time.
+        base = mapping_structure_factory(
+            type_,
+            converter,
+            dict if inspect.isabstract(origin) else origin,
+            val_type=int if issubclass(origin, Counter) else attrs.NOTHING,
+        )
+    else:
+        # The hook cattrs would use: ours is first in line and steps aside for this one
+        # lookup (per thread: hooks are built lazily, on the first value of a type).
+        _local.bypass = type_
+        try:
+            base = converter.get_structure_hook(type_, cache_result=False)
+        finally:
+            _local.bypass = _NO_TYPE
+    read_key = _key_reader(type_)
+
+    def structure_checked(value: Any, cl: Any) -> Any:
+        if not isinstance(value, accepted):
+            raise _mismatch(expected, value)
+        if read_key is not None:
+            given: Mapping[Any, Any] = value  # type: ignore[assignment]  # checked above
+            value = {read_key(k) if isinstance(k, str) else k: v for k, v in given.items()}
+            if len(value) != len(given):
+                raise _Mismatch("got two keys that are one number once read")
+        return base(value, cl)
+
+    return structure_checked
+
+
+_INT_TEXT = re.compile(r"-?(?:0|[1-9][0-9]*)")
+
+
+def _key_type(type_: Any) -> type | None:
+    """The key type of a mapping type whose keys JSON holds as text, else None."""
+    origin = get_origin(type_)
+    args = get_args(type_)
+    if not isinstance(origin, type) or not issubclass(origin, Mapping) or len(args) != 2:
+        return None
+    key = args[0]
+    return key if isinstance(key, type) and issubclass(key, int | float) else None
+
+
+def _key_reader(type_: Any) -> Callable[[str], Any] | None:
+    """How a declared number or bool key is read from its JSON text. Text that does not
+    spell one the way JSON writes it stays text, for the key's own hook to refuse."""
+    key = _key_type(type_)
+    if key is None:
+        return None
+    if issubclass(key, bool):
+        return lambda text: {"true": True, "false": False}.get(text, text)
+    if issubclass(key, int):
+        return lambda text: int(text) if _INT_TEXT.fullmatch(text) else text
+    return _float_key
+
+
+def _float_key(text: str) -> Any:
+    if _INT_TEXT.fullmatch(text):
+        return int(text)
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) and repr(number) == text else text
+
+
+def _is_text_keyed(type_: Any) -> bool:
+    return _key_type(type_) is not None
+
+
+def _text_keyed(type_: Any, converter: Converter) -> Callable[[Any], Any]:
+    base = mapping_unstructure_factory(type_, converter, unstructure_to=dict, key_handler=_key_text)
+
+    def unstructure_text_keyed(value: Any) -> Any:
+        data = base(value)
+        if len(data) != len(value):  # 1 and "1": one would be lost
+            raise ValueError("two keys of a mapping are one key once written as text")
+        return data
+
+    return unstructure_text_keyed
+
+
+def _key_text(key: Any, _type: Any = None) -> Any:
+    # json.dumps spells True "true" and 1.5 "1.5": the texts the key reader reads back.
+    return key if isinstance(key, str) else json.dumps(key)
+
+
+# --- what did not fit --------------------------------------------------------------------
+
+
+def problems(exc: BaseException, path: str = "$", type_: Any = None) -> list[str]:
+    """One line per problem of a structuring error, each naming its path as cattrs'
+    ``transform_error`` does (``$.lines[0].sku``), and never quoting a value."""
+    at = "" if path == "$" else f"{path}: "
+    if isinstance(exc, ClassValidationError):
+        noted, bare = exc.group_exceptions()
+        missing = [note.name for sub, note in noted if isinstance(sub, KeyError)]
+        found = [f"{at}missing required field(s): {', '.join(missing)}"] if missing else []
+        for sub, note in noted:
+            if not isinstance(sub, KeyError):
+                found += problems(sub, f"{path}.{note.name}", note.type)
+        return found + [line for sub in bare for line in problems(sub, path)]
+    if isinstance(exc, IterableValidationError):
+        found = []
+        listed, bare = exc.group_exceptions()
+        for sub, item in listed:
+            where = path + json_path([item.index])[1:]
+            if item.startswith("Structuring mapping key"):
+                where += " (a key)"
+            found += problems(sub, where, item.type)
+        return found + [line for sub in bare for line in problems(sub, path)]
+    if isinstance(exc, _Mismatch):
+        return [f"{at}{exc}"]
+    if isinstance(exc, ForbiddenExtraKeysError):
+        names = ", ".join(clip(repr(k), 40) for k in sorted(exc.extra_fields)[:10])
+        return [f"{at}extra field(s): {names}"]
+    if isinstance(exc, KeyError):
+        return [f"{at}a required field is missing"]
+    if type_ is not None and isinstance(exc, TypeError | ValueError):
+        return [f"{at}not a valid {_type_name(type_)}"]
+    # Raised by the class itself (an attrs validator, say): its author's words.
+    return [f"{at}{type(exc).__name__}: {clip(str(exc), 120)}"]
+
+
+_NESTED = (dict, list, tuple)
+
+
+def non_text_key(node: Any) -> list[Any] | None:
+    """The first dict key in ``node`` that is not text, followed by the path to its
+    dict, innermost first; None when every key is text."""
+    # One pass, in Python, over every payload stored: kept to the bare minimum.
+    if isinstance(node, dict):
+        for key, item in node.items():
+            if not isinstance(key, str):
+                return [key]
+            if isinstance(item, _NESTED):
+                found = non_text_key(item)
+                if found is not None:
+                    found.append(key)
+                    return found
+    elif isinstance(node, list | tuple):
+        for index, item in enumerate(node):
+            if isinstance(item, _NESTED):
+                found = non_text_key(item)
+                if found is not None:
+                    found.append(index)
+                    return found
+    return None
+
+
+def json_path(steps: list[Any]) -> str:
+    """``$.a[0].b`` from the steps to a value, innermost first (keys are clipped)."""
+    parts = ["$"]
+    for step in reversed(steps):
+        if isinstance(step, int):
+            parts.append(f"[{step}]")
+        elif isinstance(step, str) and step.isidentifier():
+            parts.append(f".{clip(step, 40)}")
+        else:
+            parts.append(f"[{clip(repr(step), 40)}]")
+    return "".join(parts)
+
+
+def _type_name(type_: Any) -> str:
+    if get_origin(type_) in (Union, types.UnionType):
+        return " | ".join(_type_name(m) for m in get_args(type_))
+    if type_ is type(None):
+        return "None"
+    return type_.__name__ if isinstance(type_, type) else repr(type_).replace("typing.", "")
+
+
+def clip(text: str, size: int) -> str:
+    """``text``, cut to ``size`` characters."""
+    return text if len(text) <= size else text[: size - 3] + "..."
