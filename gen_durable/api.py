@@ -27,7 +27,6 @@ from gen_durable.operations import (
     retry,
     set_queue_limit,
 )
-from gen_durable.store.instances import NewInstance
 from gen_durable.targets import Bind, check_actor, check_target, connection, not_found
 from gen_durable.types import JSON, SignalResult
 
@@ -50,28 +49,6 @@ __all__ = [
 def _check_on_conflict(value: str) -> None:
     if value not in ("return", "raise"):
         raise ValidationError(f"on_conflict must be 'return' or 'raise', got {value!r}")
-
-
-def _new_row(
-    spec: InsertSpec, parent_id: int | None = None, trace_context: str | None = None
-) -> NewInstance:
-    return NewInstance(
-        fsm=spec.cls.name,
-        queue=spec.queue,
-        priority=spec.priority,
-        step=spec.cls._gd_initial,
-        state=serialization.dumps(spec.state),
-        max_attempts=spec.max_attempts,
-        correlation_key=spec.correlation_key,
-        delay=spec.delay,
-        run_at=spec.run_at,
-        parent_id=parent_id,
-        concurrency_key=spec.concurrency_key,
-        concurrency_limit=spec.concurrency_limit,
-        rate_key=spec.rate_key,
-        rate_weight=spec.rate_weight,
-        trace_context=trace_context,
-    )
 
 
 def insert(
@@ -220,7 +197,7 @@ def insert_all(
         return []
     conn = connection(bind)
     trace = tracing.current()  # its steps' spans continue the caller's trace
-    rows = [_new_row(spec, trace_context=trace) for spec in items]
+    rows = items if trace is None else [attrs.evolve(x, trace_context=trace) for x in items]
     if on_conflict == "raise":
         keys = [r.correlation_key for r in rows if r.correlation_key]
         if len(keys) != len(set(keys)):
@@ -241,7 +218,7 @@ def insert_all(
     return [i for i, _ in ids]
 
 
-def _emit_insert(rows: Sequence[NewInstance], ids: Sequence[tuple[int, bool]]) -> None:
+def _emit_insert(rows: Sequence[InsertSpec], ids: Sequence[tuple[int, bool]]) -> None:
     if not events.active("insert"):
         return
     made = [(i, r) for r, (i, new) in zip(rows, ids, strict=True) if new]
@@ -265,7 +242,7 @@ def _seconds_message(name: str, value: object) -> str:
 
 def _insert_rows(
     conn: Connection,
-    rows: Sequence[NewInstance],
+    rows: Sequence[InsertSpec],
     now: datetime | None,
     dedup_window: float | None = None,
 ) -> list[tuple[int, bool]]:
@@ -291,9 +268,9 @@ def _insert_rows(
             break
         batch = [rows[i] for i in todo]
         if len(batch) == 1:
-            got = [store.instances.insert_one(conn, batch[0], now)]
+            got = [store.inserts.insert_one(conn, batch[0], now)]
         else:
-            got = store.instances.insert_many(conn, batch, now)
+            got = store.inserts.insert_many(conn, batch, now)
         conflicted: list[int] = []
         for index, new_id in zip(todo, got, strict=True):
             if new_id is None:
@@ -432,10 +409,11 @@ def _live_or_started(
     if spec is None:
         return None, False
     for _attempt in range(5):
-        new_row = _new_row(spec, trace_context=tracing.current())
-        new_id = store.instances.insert_one(conn, new_row, now)
+        trace = tracing.current()
+        new_row = spec if trace is None else attrs.evolve(spec, trace_context=trace)
+        new_id = store.inserts.insert_one(conn, new_row, now)
         if new_id is not None:
-            _emit_insert([_new_row(spec)], [(new_id, True)])
+            _emit_insert([new_row], [(new_id, True)])
             return store.instances.lock_target(conn, new_id), True
         # Another caller inserted the key first (and committed): deliver to theirs.
         row = store.instances.lock_target(conn, key)

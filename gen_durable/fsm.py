@@ -248,22 +248,52 @@ class Job(Definition):
         return perform(ctx.state)
 
 
+def _column(kind: str) -> Any:
+    """A field that the INSERT writes, with the kind of its value (see ``InsertSpec``)."""
+    return attrs.field(metadata={"column": kind})
+
+
+def _optional_column(kind: str) -> Any:
+    return attrs.field(default=None, metadata={"column": kind})
+
+
 @attrs.frozen
 class InsertSpec:
-    """One instance to insert: built by ``Cls.new(...)``, validated when built."""
+    """One instance to insert: built by ``Cls.new(...)``, validated when built.
+
+    It is the new row's one record, from ``Cls.new``/``insert``/``Spawn``/cron down to the
+    INSERT: the storage layer takes its statement's columns from the fields marked with a
+    column kind (``metadata["column"]``) and from :attr:`fsm` and :attr:`step`, so a new
+    column that insert writes is one field here.
+    """
 
     cls: type[Definition]
-    state: JSON
-    correlation_key: str | None
-    queue: str
-    priority: int
-    delay: float | None
-    run_at: datetime | None
-    max_attempts: int
-    concurrency_key: str | None = None
-    concurrency_limit: int | None = None
-    rate_key: str | None = None
-    rate_weight: float | None = None
+    state: JSON = _column("jsonb")
+    correlation_key: str | None = _column("text")
+    queue: str = _column("text")
+    priority: int = _column("int")
+    delay: float | None = _column("float")
+    """Seconds from the database's now until it may run (the INSERT turns it into run_at)."""
+    run_at: datetime | None = _column("tsz")
+    max_attempts: int = _column("int")
+    concurrency_key: str | None = _optional_column("text")
+    concurrency_limit: int | None = _optional_column("int")
+    rate_key: str | None = _optional_column("text")
+    rate_weight: float | None = _optional_column("float")
+    parent_id: int | None = _optional_column("bigint")
+    """Set by the commit of the Spawn that inserts it as a child."""
+    trace_context: str | None = _optional_column("text")
+    """The span that inserted it (tracing on): its steps' spans continue that trace."""
+
+    @property
+    def fsm(self) -> str:
+        """The class's registry name (the ``fsm`` column)."""
+        return self.cls.name
+
+    @property
+    def step(self) -> str:
+        """The step the instance starts at."""
+        return self.cls._gd_initial
 
     @classmethod
     def build(

@@ -92,6 +92,7 @@ class Capture:
         self.sent: dict[str, str] = {}
         """SQL text -> the storage function that sent it first ('' if none did)."""
         self.senders: set[str] = set()
+        """Storage functions on the stack when a statement was sent."""
         self._local = threading.local()
         self._lock = threading.Lock()
         for key, (module, name, fn) in storage_functions().items():
@@ -136,5 +137,5 @@ class Capture:
         sender = stack[-1] if stack else ""
         with self._lock:
             self.sent.setdefault(sql, sender)
-            if sender:
-                self.senders.add(sender)
+            # A function whose statements its callees send (insert_many) ran them too.
+            self.senders.update(stack)

@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy import (
     Sequence as DbSequence,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSON, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, UUID
 
 from gen_durable import models
 
@@ -54,6 +54,7 @@ _ARRAY_TYPES: Mapping[str, Any] = {
     "tsz": TSZ,
     "interval": Interval,
     "uuid": UUID(as_uuid=True),
+    "jsonb": JSONB,
 }
 
 

@@ -20,9 +20,10 @@ that holds one of them is broken by the committer's short ``lock_timeout``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+import attrs
 from sqlalchemy import (
     Connection,
     Row,
@@ -30,120 +31,21 @@ from sqlalchemy import (
     case,
     cast,
     func,
-    literal,
     not_,
     or_,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from gen_durable import serialization, tracing
 from gen_durable.fsm import InsertSpec
-from gen_durable.store._common import INSTANCE_IDS, NOW, ZERO, I, param, run, unnest_params
+from gen_durable.store import inserts
+from gen_durable.store._common import NOW, I, param, run, unnest_params
 from gen_durable.types import JSON
 
 # -- spawning -------------------------------------------------------------------------------
 
-_IDS = select(INSTANCE_IDS.next_value()).select_from(func.generate_series(1, param("count", "int")))
-
-
-def allocate_ids(conn: Connection, count: int) -> list[int]:
-    """Draw ``count`` ids from the instances' sequence, ascending."""
-    if count <= 0:
-        return []
-    return sorted(run(conn, _IDS, {"count": count}).scalars())
-
-
-_C = unnest_params(
-    id="bigint",
-    fsm="text",
-    queue="text",
-    priority="int",
-    step="text",
-    state="text",
-    max_attempts="int",
-    correlation_key="text",
-    parent_id="bigint",
-    concurrency_key="text",
-    concurrency_limit="int",
-    rate_key="text",
-    rate_weight="float",
-    trace_context="text",
-    run_at="tsz",
-    delay="interval",
-    error="text",
-)
-_CHILD_DUE = func.coalesce(_C.c.run_at, NOW + func.coalesce(_C.c.delay, ZERO))
-_COLUMNS = [
-    "id",
-    "fsm",
-    "queue",
-    "priority",
-    "step",
-    "state",
-    "max_attempts",
-    "correlation_key",
-    "parent_id",
-    "concurrency_key",
-    "concurrency_limit",
-    "rate_key",
-    "rate_weight",
-    "trace_context",
-    "run_at",
-    "status",
-    "created_at",
-    "updated_at",
-]
-_FROM_CHILD = (
-    _C.c.id,
-    _C.c.fsm,
-    _C.c.queue,
-    _C.c.priority,
-    _C.c.step,
-    cast(_C.c.state, JSONB),
-    _C.c.max_attempts,
-    _C.c.correlation_key,
-    _C.c.parent_id,
-    _C.c.concurrency_key,
-    _C.c.concurrency_limit,
-    _C.c.rate_key,
-    _C.c.rate_weight,
-    _C.c.trace_context,
-)
-"""The child's own columns, in the order of ``_COLUMNS`` (both inserts start with them)."""
-_INSERT = (
-    pg_insert(I)
-    .from_select(
-        _COLUMNS,
-        select(
-            *_FROM_CHILD,
-            _CHILD_DUE,
-            case((_CHILD_DUE > NOW, "scheduled"), else_="available"),
-            NOW,
-            NOW,
-        ),
-    )
-    .on_conflict_do_nothing(
-        index_elements=[I.c.correlation_key], index_where=I.c.finished_at.is_(None)
-    )
-    .returning(I.c.id, I.c.status, I.c.queue)
-)
-# A child whose correlation key is held by an unfinished instance is born failed: a
-# finished row does not take part in the key's uniqueness.
-_INSERT_FAILED = pg_insert(I).from_select(
-    [*_COLUMNS, "error", "finished_at"],
-    select(
-        *_FROM_CHILD,
-        literal(None, I.c.run_at.type),
-        literal("failed"),
-        NOW,
-        NOW,
-        cast(_C.c.error, JSONB),
-        NOW,
-    ),
-)
 _LIVE_KEYS = select(I.c.correlation_key, I.c.id).where(
     I.c.correlation_key == func.any(param("keys", "text", is_array=True)),
     I.c.finished_at.is_(None),
@@ -163,67 +65,44 @@ def insert(
     caller counts those as finished). With tracing on, each child's trace context is the
     span of the step that spawned it (:meth:`gen_durable.tracing.Tracer.of_step`).
     """
-    rows = [
-        (parent, spec, child)
-        for parent, specs, ids in spawned
-        for spec, child in zip(specs, ids, strict=True)
-    ]
-    if not rows:
-        return [], []
-    params = _params(rows, [None] * len(rows), now)
-    made = run(conn, _INSERT, params).all()
-    if len(made) == len(rows):
-        return made, []
-    made_ids = {r.id for r in made}
-    clashed = [r for r in rows if r[2] not in made_ids]
-    keys = [spec.correlation_key for _, spec, _ in clashed]
-    holders = {r.correlation_key: r.id for r in run(conn, _LIVE_KEYS, {"keys": keys})}
-    errors = [
-        serialization.dumps(
-            {
-                "type": "DuplicateInstance",
-                "message": f"an unfinished instance with correlation key "
-                f"{spec.correlation_key!r} exists (id {holders.get(spec.correlation_key)})",
-                "correlation_key": spec.correlation_key,
-                "existing_id": holders.get(spec.correlation_key),
-            }
-        )
-        for _, spec, _ in clashed
-    ]
-    run(conn, _INSERT_FAILED, _params(clashed, errors, now))
-    return made, [(parent, child, spec.queue) for parent, spec, child in clashed]
-
-
-def _params(
-    rows: Sequence[tuple[int, InsertSpec, int]], errors: Sequence[str | None], now: datetime | None
-) -> dict[str, Any]:
-    specs = [spec for _, spec, _ in rows]
     # The parent's step span, when tracing is on, is the parent of its children's spans.
     tracer = tracing.tracer
-    traces = (
-        {parent: tracer.of_step(parent) for parent in {p for p, _, _ in rows}}
-        if tracer is not None
-        else {}
-    )
+    specs = [
+        attrs.evolve(
+            spec,
+            parent_id=parent,
+            trace_context=tracer.of_step(parent) if tracer is not None else None,
+        )
+        for parent, batch, _ in spawned
+        for spec in batch
+    ]
+    ids = [child for _, _, drawn in spawned for child in drawn]
+    if not specs:
+        return [], []
+    made = inserts.insert_rows(conn, specs, ids, now)
+    if len(made) == len(specs):
+        return made, []
+    made_ids = {r.id for r in made}
+    clashed = [(s, child) for s, child in zip(specs, ids, strict=True) if child not in made_ids]
+    keys = [s.correlation_key for s, _ in clashed]
+    holders = {r.correlation_key: r.id for r in run(conn, _LIVE_KEYS, {"keys": keys})}
+    errors = [_key_taken(s.correlation_key, holders.get(s.correlation_key)) for s, _ in clashed]
+    inserts.insert_failed(conn, [s for s, _ in clashed], [c for _, c in clashed], errors, now)
+    return made, [(_parent_of(s), child, s.queue) for s, child in clashed]
+
+
+def _parent_of(spec: InsertSpec) -> int:
+    assert spec.parent_id is not None, "a child's record carries its parent"
+    return spec.parent_id
+
+
+def _key_taken(key: str | None, holder: int | None) -> JSON:
+    """The error of a child born failed because an unfinished instance holds its key."""
     return {
-        "id": [child for _, _, child in rows],
-        "fsm": [s.cls.name for s in specs],
-        "queue": [s.queue for s in specs],
-        "priority": [s.priority for s in specs],
-        "step": [s.cls._gd_initial for s in specs],
-        "state": [serialization.dumps(s.state) for s in specs],
-        "max_attempts": [s.max_attempts for s in specs],
-        "correlation_key": [s.correlation_key for s in specs],
-        "parent_id": [parent for parent, _, _ in rows],
-        "concurrency_key": [s.concurrency_key for s in specs],
-        "concurrency_limit": [s.concurrency_limit for s in specs],
-        "rate_key": [s.rate_key for s in specs],
-        "rate_weight": [s.rate_weight for s in specs],
-        "trace_context": [traces.get(parent) for parent, _, _ in rows],
-        "run_at": [s.run_at for s in specs],
-        "delay": [None if s.delay is None else timedelta(seconds=s.delay) for s in specs],
-        "error": list(errors),
-        "now": now,
+        "type": "DuplicateInstance",
+        "message": f"an unfinished instance with correlation key {key!r} exists (id {holder})",
+        "correlation_key": key,
+        "existing_id": holder,
     }
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from gen_durable import faults, serialization
 from gen_durable.decide import Decision
-from gen_durable.store import _fast, concurrency, ratelimits
+from gen_durable.store import _fast, concurrency, inserts, ratelimits
 from gen_durable.store import children as child_sql
 from gen_durable.store import history as history_sql
 from gen_durable.store import signals as signal_sql
@@ -251,7 +251,7 @@ def commit(
 def _draw_child_ids(conn: Connection, items: Sequence[Transition]) -> dict[int, list[int]]:
     """Ids for the children of every Spawn in the group, ascending in spawn order."""
     spawns = [x for x in items if x.decision.kind == "spawn"]
-    ids = child_sql.allocate_ids(conn, sum(len(x.decision.children) for x in spawns))
+    ids = inserts.allocate_ids(conn, sum(len(x.decision.children) for x in spawns))
     out: dict[int, list[int]] = {}
     for x in spawns:
         count = len(x.decision.children)
