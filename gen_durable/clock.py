@@ -8,10 +8,6 @@ the storage layer writes ``coalesce(:now, now())``.
 from __future__ import annotations
 
 import time
-from datetime import datetime
-
-Now = datetime | None
-"""An optional override of the database's ``now()``; None means the database decides."""
 
 
 def monotonic() -> float:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import attrs
+from sqlalchemy import Connection, Row
 
 from gen_durable import store
 from gen_durable.errors import NotFound, ValidationError
@@ -88,11 +89,7 @@ class Explanation:
 
 
 def explain(
-    bind: Bind,
-    target: int | str,
-    *,
-    heartbeat_timeout: float = 60.0,
-    now: datetime | None = None,
+    bind: Bind, target: int | str, *, heartbeat_timeout: float = 60.0, now: datetime | None = None
 ) -> Explanation:
     """Why the instance ``target`` (an id, or a correlation key) is not running.
 
@@ -102,194 +99,235 @@ def explain(
     how). A runner counts as live when it sent a heartbeat in the last
     ``heartbeat_timeout`` seconds. Read-only: runs in the caller's transaction.
     """
-    target = check_target(target)
-    if (
-        isinstance(heartbeat_timeout, bool)
-        or not isinstance(heartbeat_timeout, int | float)
-        or not heartbeat_timeout > 0
-    ):
-        raise ValidationError(f"heartbeat_timeout must be seconds > 0, got {heartbeat_timeout!r}")
+    target, timeout = check_target(target), heartbeat_timeout
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValidationError(f"heartbeat_timeout must be seconds > 0, got {timeout!r}")
     conn = connection(bind)
     found = store.instances.resolve_read(conn, target)
     row = store.instances.fetch(conn, found) if found is not None else None
     if row is None:
         raise NotFound(not_found(target, live=False))
-    at = explain_sql.database_now(conn, now)
-    base: dict[str, Any] = {
-        "instance_id": row.id,
-        "fsm": row.fsm,
-        "status": Status(row.status),
-        "step": row.step,
-        "queue": row.queue,
-        "checked_at": at,
-        "correlation_key": row.correlation_key,
-        "attempt": row.attempt,
-        "max_attempts": row.max_attempts,
-        "error": row.error,
-        "concurrency_key": row.concurrency_key,
-        "concurrency_limit": row.concurrency_limit,
-    }
-    label = f"Instance {row.id} ({row.fsm}{_key(row.correlation_key)})"
+    at, status = explain_sql.database_now(conn, now), Status(row.status)
     if row.finished_at is not None:
-        return Explanation(
-            **base,
-            reason="finished",
-            summary=f"{label} {_finished(row, at)}",
-            finished_at=row.finished_at,
-            result=row.result,
-        )
-    nodes = explain_sql.live_nodes(conn, timedelta(seconds=heartbeat_timeout), now)
-    serving = [n for n in nodes if row.queue in (n.queues or {})]
-    knowing = [n for n in serving if row.fsm in (n.fsms or ())]
-    base["runners"] = tuple(n.id for n in serving)
-    base["class_known"] = bool(knowing) if serving else None
-    runner_problem = _runner_problem(row, nodes, serving, knowing, heartbeat_timeout)
-    pending = explain_sql.pending_signals(conn, row.id)
-    base["pending_signals"] = tuple(p.name for p in pending)
-    facts: dict[str, Any] = {}
-    notes: list[str] = []
+        said = _FINISHED.get(status, _FINISHED[Status.FAILED])(row, _when(row.finished_at, at))
+        facts = {"finished_at": row.finished_at, "result": row.result}
+        verdict, shared = _Verdict("finished", f"is finished: {said}", facts), {}
+    else:
+        seen = _Seen.read(conn, row, at, timeout, now)
+        verdict, shared = _UNFINISHED.get(status, _unknown)(seen), seen.shared
+    key = f", key {row.correlation_key!r}" if row.correlation_key else ""
+    return Explanation(
+        **{name: getattr(row, name) for name in _COPIED.split()},
+        **shared,
+        **verdict.facts,
+        instance_id=row.id,
+        status=status,
+        checked_at=at,
+        reason=verdict.reason,
+        summary=" ".join([f"Instance {row.id} ({row.fsm}{key}) {verdict.text}", *verdict.notes]),
+        notes=verdict.notes,
+    )
+
+
+_COPIED = (
+    "fsm step queue correlation_key attempt max_attempts error concurrency_key concurrency_limit"
+)
+"""The fields of :class:`Explanation` that copy the instance's column of that name."""
+_Problem = tuple[Reason, str]
+_Rows = Sequence[Row[Any]]
+
+
+@attrs.frozen
+class _Verdict:
+    """A status's answer: the main cause, the sentence after the label, facts and notes."""
+
     reason: Reason
-    status = row.status
-    if status == "running":
-        facts = {"lease_owner": row.lease_owner, "lease_expires_at": row.lease_expires_at}
-        expired = row.lease_expires_at is not None and row.lease_expires_at <= at
-        if expired:
-            reason = "lease_expired"
-            last = row.attempt >= row.max_attempts
-            text = (
-                f"is stuck at step {row.step!r}: the lease of runner {row.lease_owner} expired "
-                f"{_when(row.lease_expires_at, at)} (the runner crashed or stalled). A "
-                "runner's reaper "
-                + (
-                    "fails it: that was its last attempt."
-                    if last
-                    else "makes it runnable again for the next attempt."
-                )
-            )
-            if not nodes:
-                notes.append(_no_runner_at_all(heartbeat_timeout, "so no reaper runs either"))
-        else:
-            reason = "running"
-            text = (
-                f"is running step {row.step!r} (attempt {row.attempt} of {row.max_attempts}) "
-                f"on runner {row.lease_owner}, its lease held until "
-                f"{_when(row.lease_expires_at, at)}."
-            )
-    elif status == "available":
-        ahead = explain_sql.ahead_in_queue(
-            conn, row.queue, row.priority, row.run_at, row.id, AHEAD_CAP
-        )
-        facts = {"queued_ahead": ahead}
-        paused = {q.name for q in store.queues.settings(conn) if q.paused}
-        if row.queue in paused:
-            reason = "queue_paused"
-            text = (
-                f"is runnable at step {row.step!r}, but its queue {row.queue!r} is paused "
-                "on every runner (resume it with gen-durable resume or resume_queue)."
-            )
-        elif runner_problem is not None:
-            reason, text = runner_problem
-            text = f"is runnable at step {row.step!r}, but {text}"
-        else:
-            reason = "runnable"
-            queued = (
-                f"it is next in queue {row.queue!r}"
-                if ahead == 0
-                else f"{_count(ahead, AHEAD_CAP)} runnable instance(s) are ahead of it in "
-                f"queue {row.queue!r}"
-            )
-            text = (
-                f"is runnable at step {row.step!r} and waits for a free worker: {queued} "
-                f"(served by {_names(base['runners'])})."
-            )
-    elif status == "scheduled":
-        facts = {"run_at": row.run_at}
-        due = row.run_at is not None and row.run_at <= at
-        if row.error is not None:
-            reason = "backing_off"
-            text = (
-                f"is backing off: attempt {row.attempt} of {row.max_attempts} of step "
-                f"{row.step!r} failed with {_error(row.error)}; the next attempt is due "
-                f"{_when(row.run_at, at)}."
-            )
-        else:
-            reason = "scheduled"
-            text = f"is scheduled to run step {row.step!r} {_when(row.run_at, at)}."
-        if due:
-            text += " It is due: a runner's scheduler makes it runnable within its poll interval."
-            if runner_problem is not None:
-                reason, problem = runner_problem
-                text += f" But {problem}"
-        elif runner_problem is not None:
-            notes.append(_sentence(runner_problem[1]))
-    elif status == "awaiting" and row.join_policy is not None:
-        children = explain_sql.unfinished_children(conn, row.id)
-        facts = {
-            "waiting_for_children": tuple(children),
-            "pending_children": row.pending_children,
+    text: str
+    facts: dict[str, Any] = attrs.field(factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class _Seen:
+    """An unfinished instance, with the live runners and pending signals it reports on."""
+
+    conn: Connection
+    row: Row[Any]
+    at: datetime
+    live: bool
+    heartbeat_timeout: float
+    problem: _Problem | None
+    """Why no live runner would run it now: the cause once it is due."""
+    later: tuple[str, ...]
+    """The same problem as a note, for an instance that is not due yet."""
+    shared: dict[str, Any]
+    """The facts of every unfinished status: runners, class_known, pending_signals."""
+
+    @classmethod
+    def read(
+        cls, conn: Connection, row: Row[Any], at: datetime, timeout: float, now: datetime | None
+    ) -> _Seen:
+        """Look up the live runners and the instance's pending signals."""
+        nodes = explain_sql.live_nodes(conn, timedelta(seconds=timeout), now)
+        serving = [n for n in nodes if row.queue in (n.queues or {})]
+        knowing = [n for n in serving if row.fsm in (n.fsms or ())]
+        problem = _runner_problem(row, nodes, serving, knowing, timeout)
+        shared = {
+            "runners": tuple(n.id for n in serving),
+            "class_known": bool(knowing) if serving else None,
+            "pending_signals": tuple(p.name for p in explain_sql.pending_signals(conn, row.id)),
         }
-        reason = "awaiting_children"
+        later = () if problem is None else (problem[1][:1].upper() + problem[1][1:],)
+        return cls(conn, row, at, bool(nodes), timeout, problem, later, shared)
+
+
+def _running(seen: _Seen) -> _Verdict:
+    """Running under its lease, or stuck since the lease expired."""
+    row, at = seen.row, seen.at
+    facts = {"lease_owner": row.lease_owner, "lease_expires_at": row.lease_expires_at}
+    expires = _when(row.lease_expires_at, at)
+    if row.lease_expires_at is None or row.lease_expires_at > at:
+        text = f"is running step {row.step!r} ({_attempt(row)}) on runner {row.lease_owner}, "
+        return _Verdict("running", f"{text}its lease held until {expires}.", facts)
+    then = (
+        "fails it: that was its last attempt."
+        if row.attempt >= row.max_attempts
+        else "makes it runnable again for the next attempt."
+    )
+    text = (
+        f"is stuck at step {row.step!r}: the lease of runner {row.lease_owner} expired "
+        f"{expires} (the runner crashed or stalled). A runner's reaper {then}"
+    )
+    no_reaper = _no_runner_at_all(seen.heartbeat_timeout, "so no reaper runs either")
+    return _Verdict("lease_expired", text, facts, () if seen.live else (no_reaper,))
+
+
+def _available(seen: _Seen) -> _Verdict:
+    """Runnable: unless its queue is paused or no runner takes it, behind how many."""
+    row = seen.row
+    ahead = explain_sql.ahead_in_queue(
+        seen.conn, row.queue, row.priority, row.run_at, row.id, AHEAD_CAP
+    )
+    facts = {"queued_ahead": ahead}
+    paused = {q.name for q in store.queues.settings(seen.conn) if q.paused}
+    runnable = f"is runnable at step {row.step!r}"
+    if row.queue in paused:
         text = (
-            f"is waiting for {row.pending_children} child instance(s) of its latest Spawn "
-            f"({_ids(children, row.pending_children)}; on_failure={row.join_policy!r}), then "
-            f"resumes at step {row.step!r}."
+            f"{runnable}, but its queue {row.queue!r} is paused on every runner (resume it "
+            "with gen-durable resume or resume_queue)."
         )
-        if runner_problem is not None:
-            notes.append(_sentence(runner_problem[1]))
-    elif status == "awaiting":
-        names = tuple(row.await_names or ())
-        pending_names = {p.name for p in pending}
-        facts = {"awaiting": names, "await_all": row.await_all, "run_at": row.run_at}
-        reason = "awaiting_signals"
-        which = _quoted(names)
-        mode = f"all of {which}" if row.await_all and len(names) > 1 else which
-        text = f"is waiting for signal {mode}, then resumes at step {row.step!r}."
-        have = [n for n in names if n in pending_names]
-        missing = [n for n in names if n not in pending_names]
-        if have:
-            text += f" Already pending: {_quoted(have)}; still missing: {_quoted(missing)}."
-        else:
-            text += " None of them is pending."
-        others = [p.name for p in pending if p.name not in names]
-        if others:
-            text += f" Other pending signals (not awaited): {_quoted(others)}."
-        if row.run_at is not None:
-            resume = row.timeout_step or row.step
-            text += f" It times out {_when(row.run_at, at)} and then resumes at step {resume!r}."
-        if runner_problem is not None:
-            notes.append(_sentence(runner_problem[1]))
-    elif status == "blocked":
-        holders = explain_sql.key_holders(conn, row.concurrency_key)
-        facts = {"key_holders": tuple(holders)}
-        reason = "blocked"
-        limit = row.concurrency_limit or 1
-        if holders:
-            text = (
-                f"is blocked: its concurrency key {row.concurrency_key!r} allows {limit} "
-                f"running at once, and {_ids(holders, len(holders))} hold(s) it. It becomes "
-                "runnable when one of them stops running."
-            )
-        else:
-            text = (
-                f"is blocked on its concurrency key {row.concurrency_key!r}, yet no instance "
-                "with that key is running: a runner's reaper releases it shortly."
-            )
-        if runner_problem is not None:
-            notes.append(_sentence(runner_problem[1]))
-    else:  # pragma: no cover - every status is handled above
-        reason = "scheduled"
-        text = f"has status {status!r}."
-    summary = " ".join([f"{label} {text}", *notes])
-    return Explanation(**base, **facts, reason=reason, summary=summary, notes=tuple(notes))
+        return _Verdict("queue_paused", text, facts)
+    if seen.problem is not None:
+        return _Verdict(seen.problem[0], f"{runnable}, but {seen.problem[1]}", facts)
+    count = f"at least {ahead}" if ahead >= AHEAD_CAP else str(ahead)
+    queued = (
+        f"it is next in queue {row.queue!r}"
+        if ahead == 0
+        else f"{count} runnable instance(s) are ahead of it in queue {row.queue!r}"
+    )
+    served = ", ".join(seen.shared["runners"])
+    text = f"{runnable} and waits for a free worker: {queued} (served by {served})."
+    return _Verdict("runnable", text, facts)
+
+
+def _scheduled(seen: _Seen) -> _Verdict:
+    """Delayed, or backing off after a failed attempt; once due, runners are the cause."""
+    row, due = seen.row, _when(seen.row.run_at, seen.at)
+    reason: Reason = "scheduled" if row.error is None else "backing_off"
+    text = (
+        f"is scheduled to run step {row.step!r} {due}."
+        if row.error is None
+        else f"is backing off: {_attempt(row)} of step {row.step!r} failed with "
+        f"{_error(row.error)}; the next attempt is due {due}."
+    )
+    if row.run_at is None or row.run_at > seen.at:
+        return _Verdict(reason, text, {"run_at": row.run_at}, seen.later)
+    text += " It is due: a runner's scheduler makes it runnable within its poll interval."
+    if seen.problem is not None:
+        reason, problem = seen.problem
+        text += f" But {problem}"
+    return _Verdict(reason, text, {"run_at": row.run_at})
+
+
+def _awaiting(seen: _Seen) -> _Verdict:
+    """Parked on the children of its latest Spawn (it has a join policy), else on signals."""
+    row = seen.row
+    if row.join_policy is None:
+        return _awaiting_signals(seen)
+    children = explain_sql.unfinished_children(seen.conn, row.id)
+    facts = {"waiting_for_children": tuple(children), "pending_children": row.pending_children}
+    text = (
+        f"is waiting for {row.pending_children} child instance(s) of its latest Spawn "
+        f"({_ids(children, row.pending_children)}; on_failure={row.join_policy!r}), then "
+        f"resumes at step {row.step!r}."
+    )
+    return _Verdict("awaiting_children", text, facts, seen.later)
+
+
+def _awaiting_signals(seen: _Seen) -> _Verdict:
+    """Which awaited signals are pending and which missing, what else is, when it times out."""
+    row, pending = seen.row, seen.shared["pending_signals"]
+    names = tuple(row.await_names or ())
+    which = _quoted(names)
+    mode = f"all of {which}" if row.await_all and len(names) > 1 else which
+    text = f"is waiting for signal {mode}, then resumes at step {row.step!r}."
+    have, missing = [n for n in names if n in pending], [n for n in names if n not in pending]
+    if have:
+        text += f" Already pending: {_quoted(have)}; still missing: {_quoted(missing)}."
+    else:
+        text += " None of them is pending."
+    if others := [n for n in pending if n not in names]:
+        text += f" Other pending signals (not awaited): {_quoted(others)}."
+    if row.run_at is not None:
+        resume = row.timeout_step or row.step
+        text += f" It times out {_when(row.run_at, seen.at)} and then resumes at step {resume!r}."
+    facts = {"awaiting": names, "await_all": row.await_all, "run_at": row.run_at}
+    return _Verdict("awaiting_signals", text, facts, seen.later)
+
+
+def _blocked(seen: _Seen) -> _Verdict:
+    """Its concurrency key is at its limit: held by which running instances."""
+    row = seen.row
+    key = row.concurrency_key
+    holders = explain_sql.key_holders(seen.conn, key)
+    text = (
+        f"is blocked: its concurrency key {key!r} allows {row.concurrency_limit or 1} running "
+        f"at once, and {_ids(holders, len(holders))} hold(s) it. It becomes runnable when one "
+        "of them stops running."
+        if holders
+        else f"is blocked on its concurrency key {key!r}, yet no instance with that key is "
+        "running: a runner's reaper releases it shortly."
+    )
+    return _Verdict("blocked", text, {"key_holders": tuple(holders)}, seen.later)
+
+
+def _unknown(seen: _Seen) -> _Verdict:  # pragma: no cover - a finished status has finished_at
+    return _Verdict("scheduled", f"has status {seen.row.status!r}.")
+
+
+_UNFINISHED: dict[Status, Callable[[_Seen], _Verdict]] = {
+    Status.AVAILABLE: _available,
+    Status.SCHEDULED: _scheduled,
+    Status.AWAITING: _awaiting,
+    Status.RUNNING: _running,
+    Status.BLOCKED: _blocked,
+}
+
+
+_FINISHED: dict[Status, Callable[[Row[Any], str], str]] = {
+    Status.DONE: lambda row, when: f"done {when}, at step {row.step!r}.",
+    Status.CANCELLED: lambda row, when: f"cancelled {when} ({_error(row.error)}).",
+    Status.FAILED: lambda row, when: (
+        f"failed {when} at step {row.step!r} after {_attempt(row)}, with {_error(row.error)}."
+    ),
+}
+"""How each finished status ends the sentence "is finished: ...", given when it finished."""
 
 
 def _runner_problem(
-    row: Any,
-    nodes: Sequence[Any],
-    serving: Sequence[Any],
-    knowing: Sequence[Any],
-    heartbeat_timeout: float,
-) -> tuple[Reason, str] | None:
+    row: Row[Any], nodes: _Rows, serving: _Rows, knowing: _Rows, heartbeat_timeout: float
+) -> _Problem | None:
+    """Why no live runner would run the instance now, or None if one would."""
     if not nodes:
         return "no_runner", _no_runner_at_all(heartbeat_timeout)
     if not serving:
@@ -300,9 +338,9 @@ def _runner_problem(
         )
     if not knowing:
         return "unknown_class", (
-            f"none of the runners serving queue {row.queue!r} ({_names([n.id for n in serving])})"
-            f" knows class {row.fsm!r}: import the module that defines it in the worker "
-            "(gen-durable run --import MODULE) and restart it."
+            f"none of the runners serving queue {row.queue!r} "
+            f"({', '.join(n.id for n in serving)}) knows class {row.fsm!r}: import the module "
+            "that defines it in the worker (gen-durable run --import MODULE) and restart it."
         )
     return None
 
@@ -312,16 +350,8 @@ def _no_runner_at_all(heartbeat_timeout: float, tail: str = "") -> str:
     return f"no runner is live (none sent a heartbeat in the last {heartbeat_timeout:g}s){extra}."
 
 
-def _finished(row: Any, at: datetime) -> str:
-    when = _when(row.finished_at, at)
-    if row.status == "done":
-        return f"is finished: done {when}, at step {row.step!r}."
-    if row.status == "cancelled":
-        return f"is finished: cancelled {when} ({_error(row.error)})."
-    return (
-        f"is finished: failed {when} at step {row.step!r} after attempt {row.attempt} of "
-        f"{row.max_attempts}, with {_error(row.error)}."
-    )
+def _attempt(row: Row[Any]) -> str:
+    return f"attempt {row.attempt} of {row.max_attempts}"
 
 
 def _error(error: JSON) -> str:
@@ -353,26 +383,10 @@ def _span(seconds: float) -> str:
     return " ".join(p for p in parts if p)
 
 
-def _key(key: str | None) -> str:
-    return f", key {key!r}" if key else ""
-
-
 def _quoted(names: Sequence[str]) -> str:
     return ", ".join(repr(n) for n in names)
-
-
-def _names(names: Sequence[str]) -> str:
-    return ", ".join(names)
 
 
 def _ids(ids: Sequence[int], total: int) -> str:
     shown = "instance " + ", ".join(str(i) for i in ids) if ids else "no unfinished child found"
     return shown + (f" and {total - len(ids)} more" if total > len(ids) and ids else "")
-
-
-def _count(n: int, cap: int) -> str:
-    return f"at least {n}" if n >= cap else str(n)
-
-
-def _sentence(text: str) -> str:
-    return text[:1].upper() + text[1:]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from typing import Any
 
 log = logging.getLogger("gen_durable.runtime")
 
@@ -69,8 +68,3 @@ class Service:
                 pause = min(30.0, self.interval * 2 ** min(failures, 5))
             self._kick.wait(pause)
             self._kick.clear()
-
-
-def describe(exc: BaseException) -> dict[str, Any]:
-    """A JSON-ready description of an exception (type, message)."""
-    return {"type": type(exc).__name__, "message": str(exc)}
