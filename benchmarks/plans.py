@@ -19,14 +19,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session
 
 import gen_durable as durable
 from gen_durable import schema as gd_schema
 from gen_durable import store
-from gen_durable.decide import Decision
-from gen_durable.store.transitions import Transition
+from gen_durable.decide import Transition
 
 BACKLOG = 10_000
 PARKED = 1_000
@@ -119,20 +119,26 @@ def _claim(conn: Connection, fsm: str, queue: str, limit: int, lease: float = 30
 
 
 def _done(row: Any) -> Transition:
-    decision = Decision(kind="done", status="done", step=row.step, state=None, result=None)
-    return Transition(row.id, row.lease_token, row.version, decision)
+    return Transition(
+        instance_id=row.id,
+        lease_token=row.lease_token,
+        version=row.version,
+        kind="done",
+        status="done",
+        step=row.step,
+        state=None,
+    )
 
 
 def _parked(row: Any) -> Transition:
-    decision = Decision(
+    return attrs.evolve(
+        _done(row),
         kind="await",
         status="awaiting",
         step="go",
-        state=None,
         delay=3600.0,
         await_names=("ping",),
     )
-    return Transition(row.id, row.lease_token, row.version, decision)
 
 
 def prepare(engine: Engine, schema: str, rows: int) -> float:

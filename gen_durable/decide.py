@@ -1,18 +1,21 @@
-"""The pure decision: a step's snapshot plus its outcome (or failure) -> what to commit.
+"""The pure decision: a step's snapshot plus its outcome (or failure) -> its transition.
 
-No I/O and no clock: the storage layer turns a :class:`Decision` into one fenced UPDATE,
-with times relative to the database's ``now()``.
+No I/O and no clock: :func:`decide` returns the :class:`Transition` record that the storage
+layer writes as one row of a fenced, grouped UPDATE, with times relative to the
+database's ``now()``.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
 from gen_durable.errors import InvalidOutcome, shown
-from gen_durable.fsm import InsertSpec
+from gen_durable.fsm import HistoryMode, InsertSpec
 from gen_durable.outcomes import (
     KEEP,
     Await,
@@ -30,12 +33,14 @@ from gen_durable.types import JSON
 Kind = Literal[
     "next", "await", "sleep", "spawn", "rate_limited", "done", "fail", "cancel", "retry", "error"
 ]
-DecidedStatus = Literal["ready", "awaiting", "done", "failed", "cancelled"]
+Status = Literal["available", "scheduled", "awaiting", "done", "failed", "cancelled"]
+"""The statuses a transition writes."""
+FINISHED = ("done", "failed", "cancelled")
 
 
 @attrs.frozen
 class StepSnapshot:
-    """What decide needs to know about the step that ran."""
+    """What decide needs to know about the step that ran (and what its commit is fenced by)."""
 
     instance_id: int
     fsm: str
@@ -45,6 +50,14 @@ class StepSnapshot:
     max_attempts: int
     max_children: int | None = None
     """The most children one Spawn may insert (None: no limit)."""
+    lease_token: uuid.UUID | None = None
+    """The lease the step ran under: its commit is fenced by it."""
+    version: int = 0
+    """The transition number the step started from."""
+    awaited: tuple[int, ...] = ()
+    """The ids of the signals of its pack: consumed by its transition."""
+    history: HistoryMode = "none"
+    """What of its transitions the class records in ``gd_history``."""
 
 
 @attrs.frozen
@@ -61,17 +74,43 @@ class Failure:
 
 
 @attrs.frozen
-class Decision:
-    """The row the transition writes.
+class Route:
+    """Where the step a transition makes runnable stands in line: its rate-limit bucket
+    and, when it changed, its concurrency key."""
 
-    ``status`` "ready" becomes ``available`` or ``scheduled`` depending on whether the
-    wake-up time (``delay`` seconds after the database's now, or ``run_at``) has passed.
+    rate_key: str | None = None
+    rate_weight: float | None = None
+    rekey: bool = False
+    """The class's concurrency key function gave another key for the new state."""
+    concurrency_key: str | None = None
+    """With ``rekey``: the key the instance moves to (None: no key)."""
+    concurrency_limit: int | None = None
+    """With ``rekey``: the class's limit, for an instance that had no key before."""
+
+
+UNROUTED = Route()
+"""No bucket, no new key: what most steps get (shared, not built per step)."""
+Router = Callable[[str], Route]
+"""The route of the step a transition makes runnable, given that step's name."""
+
+
+@attrs.frozen
+class Transition:
+    """A step's result: the one record from :func:`decide` to the grouped commit.
+
+    ``status`` is the instance's status after the commit; ``available`` becomes
+    ``scheduled`` in the commit while the wake-up time (``delay`` seconds after the
+    database's now, or ``run_at``) lies ahead. ``state`` is the new state's JSON text,
+    encoded once (None: the stored state stays, as after a failure).
     """
 
+    instance_id: int
+    lease_token: uuid.UUID | None
+    version: int
     kind: Kind
-    status: DecidedStatus
+    status: Status
     step: str
-    state: JSON
+    state: str | None
     delay: float | None = None
     run_at: datetime | None = None
     await_names: tuple[str, ...] | None = None
@@ -87,86 +126,132 @@ class Decision:
     """A Spawn's ``on_failure``: when the parked parent resumes."""
     give_back_attempt: bool = False
     """``RateLimited``: the attempt counted at claim is returned."""
+    consumed: tuple[int, ...] = ()
+    """The signals its commit consumes: the pack, unless the same step runs again."""
+    route: Route = UNROUTED
+    fsm: str = ""
+    from_step: str = ""
+    attempt: int = 0
+    history: bool = False
+    """Its ``gd_history`` row is written with it if it lands."""
+    duration_ms: float = 0.0
 
     @property
     def finished(self) -> bool:
-        """True when the decision ends the instance."""
-        return self.status in ("done", "failed", "cancelled")
+        """True when the transition ends the instance."""
+        return self.status in FINISHED
 
 
-def decide(snap: StepSnapshot, outcome: Outcome | Failure, state: JSON) -> Decision:
+def decide(
+    snap: StepSnapshot,
+    outcome: Outcome | Failure,
+    state: str | None,
+    *,
+    route: Router | None = None,
+    seconds: float = 0.0,
+) -> Transition:
     """Decide the transition of one step.
 
-    ``state`` is the state to store (already turned into JSON by the caller). Raises
+    ``state`` is the state to store, already encoded as JSON text by the caller (None:
+    the stored state stays). ``route`` gives the rate-limit bucket and concurrency key of
+    the step the transition makes runnable; ``seconds`` is how long the step ran. Raises
     :class:`InvalidOutcome` when the outcome names an undeclared step or is not an outcome.
     """
     if isinstance(outcome, Failure):
-        return _decide_failure(snap, outcome, state)
-    return _decide_outcome(snap, outcome, state, error=None)
-
-
-def _decide_failure(snap: StepSnapshot, failure: Failure, state: JSON) -> Decision:
-    if snap.attempt < snap.max_attempts:
-        return Decision(
-            kind="retry",
-            status="ready",
-            step=snap.step,
-            state=state,
-            delay=failure.retry_delay,
-            error=failure.error,
-            reset_attempt=False,
-        )
-    if failure.compensation is not None:
-        return _decide_outcome(snap, failure.compensation, state, error=failure.error)
-    return Decision(
-        kind="error",
-        status="failed",
-        step=snap.step,
+        fields = _failure(snap, outcome)
+    else:
+        fields = _outcome(snap, outcome, error=None)
+    kind: Kind = fields["kind"]
+    status: Status = fields["status"]
+    again = kind in ("retry", "rate_limited", "error")  # the same pack comes back
+    finished = status in FINISHED
+    error = fields.get("error")
+    return Transition(
+        instance_id=snap.instance_id,
+        lease_token=snap.lease_token,
+        version=snap.version,
         state=state,
-        error=failure.error,
-        reset_attempt=False,  # keep the count visible: it failed after this many attempts
+        consumed=() if again else snap.awaited,
+        route=UNROUTED if finished or route is None else route(fields["step"]),
+        fsm=snap.fsm,
+        from_step=snap.step,
+        attempt=snap.attempt,
+        history=snap.history == "all" or (snap.history == "errors" and _failing(kind, error)),
+        duration_ms=round(seconds * 1000.0, 3),
+        **fields,
     )
 
 
-def _decide_outcome(snap: StepSnapshot, outcome: Outcome, state: JSON, error: JSON) -> Decision:
+def _failing(kind: str, error: JSON) -> bool:
+    """What ``history = "errors"`` records: a step that raised, or a ``Fail``."""
+    raised = isinstance(error, dict) and bool(error.get("traceback"))
+    return kind in ("retry", "error", "fail") or raised
+
+
+def _ready(delay: float | None, run_at: datetime | None) -> Status:
+    """Runnable now, or once its wake-up time comes (the commit decides by the database's
+    clock; this is the status when no wake-up time is given)."""
+    return "available" if run_at is None and not delay else "scheduled"
+
+
+def _failure(snap: StepSnapshot, failure: Failure) -> dict[str, Any]:
+    if snap.attempt < snap.max_attempts:
+        return {
+            "kind": "retry",
+            "status": _ready(failure.retry_delay, None),
+            "step": snap.step,
+            "delay": failure.retry_delay,
+            "error": failure.error,
+            "reset_attempt": False,
+        }
+    if failure.compensation is not None:
+        return _outcome(snap, failure.compensation, error=failure.error)
+    return {
+        "kind": "error",
+        "status": "failed",
+        "step": snap.step,
+        "error": failure.error,
+        "reset_attempt": False,  # keep the count visible: it failed after this many attempts
+    }
+
+
+def _outcome(snap: StepSnapshot, outcome: Outcome, error: JSON) -> dict[str, Any]:
     if isinstance(outcome, Next):
         _check_step(snap, outcome.step, "Next")
-        return Decision(
-            kind="next",
-            status="ready",
-            step=outcome.step,
-            state=state,
-            delay=outcome.delay if outcome.run_at is None else None,
-            run_at=outcome.run_at,
-            error=error,
-        )
+        delay = outcome.delay if outcome.run_at is None else None
+        return {
+            "kind": "next",
+            "status": _ready(delay, outcome.run_at),
+            "step": outcome.step,
+            "delay": delay,
+            "run_at": outcome.run_at,
+            "error": error,
+        }
     if isinstance(outcome, Await):
         _check_step(snap, outcome.then, "Await then")
         if outcome.on_timeout is not None:
             _check_step(snap, outcome.on_timeout, "Await on_timeout")
-        return Decision(
-            kind="await",
-            status="awaiting",
-            step=outcome.then,
-            state=state,
-            delay=outcome.timeout,
-            await_names=outcome.signals,
-            await_all=outcome.all,
-            await_limit=outcome.limit,
-            timeout_step=outcome.on_timeout,
-            error=error,
-        )
+        return {
+            "kind": "await",
+            "status": "awaiting",
+            "step": outcome.then,
+            "delay": outcome.timeout,
+            "await_names": outcome.signals,
+            "await_all": outcome.all,
+            "await_limit": outcome.limit,
+            "timeout_step": outcome.on_timeout,
+            "error": error,
+        }
     if isinstance(outcome, Sleep):
         _check_step(snap, outcome.then, "Sleep then")
-        return Decision(
-            kind="sleep",
-            status="ready",
-            step=outcome.then,
-            state=state,
-            delay=outcome.seconds,
-            run_at=outcome.until,
-            error=error,
-        )
+        return {
+            "kind": "sleep",
+            "status": _ready(outcome.seconds, outcome.until),
+            "step": outcome.then,
+            "delay": outcome.seconds,
+            "run_at": outcome.until,
+            "error": error,
+        }
     if isinstance(outcome, Spawn):
         _check_step(snap, outcome.then, "Spawn then")
         count = len(outcome.children)
@@ -175,51 +260,38 @@ def _decide_outcome(snap: StepSnapshot, outcome: Outcome, state: JSON, error: JS
                 f"{snap.fsm}.{snap.step}: Spawn of {count} children exceeds the limit of "
                 f"{snap.max_children} (Runner(max_children=...))"
             )
-        return Decision(
-            kind="spawn",
-            status="awaiting",
-            step=outcome.then,
-            state=state,
-            children=outcome.children,
-            join_policy=outcome.on_failure,
-            error=error,
-        )
+        return {
+            "kind": "spawn",
+            "status": "awaiting",
+            "step": outcome.then,
+            "children": outcome.children,
+            "join_policy": outcome.on_failure,
+            "error": error,
+        }
     if isinstance(outcome, Done):
-        return Decision(
-            kind="done",
-            status="done",
-            step=snap.step,
-            state=state,
-            result=outcome.result,
-            error=error,
-        )
+        return {
+            "kind": "done",
+            "status": "done",
+            "step": snap.step,
+            "result": outcome.result,
+            "error": error,
+        }
     if isinstance(outcome, Fail):
-        return Decision(
-            kind="fail",
-            status="failed",
-            step=snap.step,
-            state=state,
-            error=error if error is not None else _reason("Fail", outcome.reason),
-        )
+        reason = error if error is not None else _reason("Fail", outcome.reason)
+        return {"kind": "fail", "status": "failed", "step": snap.step, "error": reason}
     if isinstance(outcome, RateLimited):
-        return Decision(
-            kind="rate_limited",
-            status="ready",
-            step=snap.step,
-            state=state,
-            delay=outcome.retry_after,
-            error=error,
-            reset_attempt=False,
-            give_back_attempt=True,
-        )
+        return {
+            "kind": "rate_limited",
+            "status": _ready(outcome.retry_after, None),
+            "step": snap.step,
+            "delay": outcome.retry_after,
+            "error": error,
+            "reset_attempt": False,
+            "give_back_attempt": True,
+        }
     if isinstance(outcome, Cancel):
-        return Decision(
-            kind="cancel",
-            status="cancelled",
-            step=snap.step,
-            state=state,
-            error=error if error is not None else _reason("Cancel", outcome.reason),
-        )
+        reason = error if error is not None else _reason("Cancel", outcome.reason)
+        return {"kind": "cancel", "status": "cancelled", "step": snap.step, "error": reason}
     raise InvalidOutcome(
         f"{snap.fsm}.{snap.step} returned {shown(outcome)}, which is not an outcome "
         "(Next, Await, Sleep, Spawn, RateLimited, Done, Fail or Cancel)"

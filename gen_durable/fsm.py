@@ -248,15 +248,6 @@ class Job(Definition):
         return perform(ctx.state)
 
 
-def _column(kind: str) -> Any:
-    """A field that the INSERT writes, with the kind of its value (see ``InsertSpec``)."""
-    return attrs.field(metadata={"column": kind})
-
-
-def _optional_column(kind: str) -> Any:
-    return attrs.field(default=None, metadata={"column": kind})
-
-
 @attrs.frozen
 class InsertSpec:
     """One instance to insert: built by ``Cls.new(...)``, validated when built.
@@ -268,21 +259,21 @@ class InsertSpec:
     """
 
     cls: type[Definition]
-    state: JSON = _column("jsonb")
-    correlation_key: str | None = _column("text")
-    queue: str = _column("text")
-    priority: int = _column("int")
-    delay: float | None = _column("float")
+    state: JSON = attrs.field(metadata={"column": "jsonb"})
+    correlation_key: str | None = attrs.field(metadata={"column": "text"})
+    queue: str = attrs.field(metadata={"column": "text"})
+    priority: int = attrs.field(metadata={"column": "int"})
+    delay: float | None = attrs.field(metadata={"column": "float"})
     """Seconds from the database's now until it may run (the INSERT turns it into run_at)."""
-    run_at: datetime | None = _column("tsz")
-    max_attempts: int = _column("int")
-    concurrency_key: str | None = _optional_column("text")
-    concurrency_limit: int | None = _optional_column("int")
-    rate_key: str | None = _optional_column("text")
-    rate_weight: float | None = _optional_column("float")
-    parent_id: int | None = _optional_column("bigint")
+    run_at: datetime | None = attrs.field(metadata={"column": "tsz"})
+    max_attempts: int = attrs.field(metadata={"column": "int"})
+    concurrency_key: str | None = attrs.field(default=None, metadata={"column": "text"})
+    concurrency_limit: int | None = attrs.field(default=None, metadata={"column": "int"})
+    rate_key: str | None = attrs.field(default=None, metadata={"column": "text"})
+    rate_weight: float | None = attrs.field(default=None, metadata={"column": "float"})
+    parent_id: int | None = attrs.field(default=None, metadata={"column": "bigint"})
     """Set by the commit of the Spawn that inserts it as a child."""
-    trace_context: str | None = _optional_column("text")
+    trace_context: str | None = attrs.field(default=None, metadata={"column": "text"})
     """The span that inserted it (tracing on): its steps' spans continue that trace."""
 
     @property

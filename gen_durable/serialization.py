@@ -18,6 +18,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+import attrs
 from cattrs.errors import BaseValidationError
 from cattrs.preconf.json import make_converter
 
@@ -84,7 +85,15 @@ def structure(value: JSON, type_: type[Any] | None, what: str = "state") -> Any:
 
 def unstructure(value: Any, what: str = "state") -> JSON:
     """Turn a state, args, payload or result into JSON-native data, or raise."""
-    return _encoded(_plain(value, what, None), what, None)
+    return _encoded(_plain(value, what, None), what, None).data
+
+
+@attrs.frozen
+class Encoded:
+    """A value proven storable: its JSON-native data and the JSON text it encodes to."""
+
+    data: JSON
+    text: str
 
 
 def _plain(value: Any, what: str, type_: type[Any] | None) -> Any:
@@ -98,7 +107,7 @@ def _plain(value: Any, what: str, type_: type[Any] | None) -> Any:
         raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from exc
 
 
-def _encoded(data: Any, what: str, type_: type[Any] | None) -> JSON:
+def _encoded(data: Any, what: str, type_: type[Any] | None) -> Encoded:
     """``data`` as the database will hand it back, once proven storable."""
     try:
         # A round trip through the encoder proves the value is JSON and normalises
@@ -127,7 +136,7 @@ def _encoded(data: Any, what: str, type_: type[Any] | None) -> JSON:
         raise PayloadTooLarge(what, size, _payload_limit)
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise InvalidPayload(f"{what} may not hold a NUL character (PostgreSQL cannot store it)")
-    return result
+    return Encoded(result, text)
 
 
 def dumps(value: JSON) -> str:
@@ -151,15 +160,21 @@ def dumps(value: JSON) -> str:
 def validate_state(value: Any, type_: type[Any] | None, what: str = "state") -> JSON:
     """Validate state/args against the declared type (strictly: see the module's
     docstring); return its JSON, or raise InvalidState / InvalidPayload."""
+    return encode_state(value, type_, what).data
+
+
+def encode_state(value: Any, type_: type[Any] | None, what: str = "state") -> Encoded:
+    """:func:`validate_state`, keeping the JSON text too: a step's new state is encoded
+    once, and that text is what its commit sends."""
     if type_ is None:
-        return unstructure(value, what)
+        return _encoded(_plain(value, what, None), what, None)
     if not isinstance(value, type_):
         value = structure(value, type_, what)
-    data = _encoded(_plain(value, what, type_), what, type_)
+    encoded = _encoded(_plain(value, what, type_), what, type_)
     # attrs does not check the types of an instance's fields, and a hook may not be the
     # inverse of its counterpart: prove that what is stored loads back.
-    structure(data, type_, what)
-    return data
+    structure(encoded.data, type_, what)
+    return encoded
 
 
 def check_text(value: object, what: str) -> str:

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from gen_durable import api, serialization, store
 from gen_durable import fsm as registry
+from gen_durable.decide import Transition
 from gen_durable.errors import NotFound, ValidationError
 from gen_durable.runner import DEFAULT_MAX_CHILDREN
 from gen_durable.runtime import claiming
@@ -33,7 +34,7 @@ from gen_durable.runtime.committer import Committer
 from gen_durable.runtime.executor import Executor, StepReport
 from gen_durable.runtime.inflight import Inflight
 from gen_durable.store import testing as testing_sql
-from gen_durable.store.transitions import Committed, Transition
+from gen_durable.store.transitions import Committed
 from gen_durable.types import InstanceSnapshot, SignalInfo
 
 __all__ = [

@@ -8,13 +8,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 import gen_durable as durable
 from gen_durable import fsm
+from gen_durable.decide import Transition
 
 T = TypeVar("T")
 TESTS = Path(__file__).parent
@@ -135,3 +136,18 @@ class RunnerProcesses:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(10)
+
+
+def transition_for(row: Any, **fields: Any) -> Transition:
+    """A transition for a row claimed by hand (``store.leases.claim``): ``done`` unless
+    ``fields`` say otherwise."""
+    record: dict[str, Any] = {
+        "instance_id": row.id,
+        "lease_token": row.lease_token,
+        "version": row.version,
+        "kind": "done",
+        "status": "done",
+        "step": row.step,
+        "state": None,
+    }
+    return Transition(**(record | fields))

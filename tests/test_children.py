@@ -29,7 +29,7 @@ from children_support import (
 )
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
-from support import backend_waiting_on_lock, snapshot, wait_status, wait_until
+from support import backend_waiting_on_lock, snapshot, transition_for, wait_status, wait_until
 
 import gen_durable as durable
 from gen_durable import FSM, Done, Job, Runner, Spawn, store
@@ -105,25 +105,25 @@ def test_fan_out_and_join_once_with_children_in_spawn_order(joins: Engine) -> No
 
 def test_spawn_commits_its_children_with_the_transition_or_not_at_all(joins: Engine) -> None:
     """A fenced-out Spawn inserts nothing; the landed one inserts all children."""
-    from gen_durable.decide import Decision
-    from gen_durable.store.transitions import Transition
+    import uuid
+
+    import attrs
 
     iid = insert(joins, MapReduce, state={"numbers": [1, 2, 3]})
     with joins.begin() as conn:
         (row,) = store.leases.claim(conn, "default", ["children.MapReduce"], 1, "t", 30, None)
-    decision = Decision(
+    good = transition_for(
+        row,
         kind="spawn",
         status="awaiting",
         step="join",
-        state={"numbers": [1, 2, 3]},
         children=tuple(Square.new(args={"n": n}) for n in (1, 2, 3)),
         join_policy="wait",
     )
-    stale = Transition(iid, __import__("uuid").uuid4(), row.version, decision)
+    stale = attrs.evolve(good, lease_token=uuid.uuid4())
     with joins.begin() as conn:
         assert store.transitions.commit(conn, [stale], None) == {}
     assert children_rows(joins, iid) == []
-    good = Transition(iid, row.lease_token, row.version, decision)
     with joins.begin() as conn:
         landed = store.transitions.commit(conn, [good], None)
     assert landed[iid].status == "awaiting"
@@ -141,26 +141,22 @@ def test_two_completions_racing_on_the_parent_row_wake_it_exactly_once(joins: En
     """The second completion waits for the first's lock, then counts from its result."""
     import threading
 
-    from gen_durable.decide import Decision
-    from gen_durable.store.transitions import Transition
-
     iid = insert(joins, MapReduce, state={"numbers": [1, 2]})
     with joins.begin() as conn:
         (row,) = store.leases.claim(conn, "default", ["children.MapReduce"], 1, "t", 30, None)
-    spawn = Decision(
+    spawn = transition_for(
+        row,
         kind="spawn",
         status="awaiting",
         step="join",
-        state={"numbers": [1, 2]},
         children=(Square.new(args={"n": 1}), Square.new(args={"n": 2})),
         join_policy="wait",
     )
     with joins.begin() as conn:
-        store.transitions.commit(conn, [Transition(iid, row.lease_token, row.version, spawn)], None)
+        store.transitions.commit(conn, [spawn], None)
     with joins.begin() as conn:
         kids = store.leases.claim(conn, "default", ["children.Square"], 2, "t", 30, None)
-    done = Decision(kind="done", status="done", step="perform", state=None, result=1)
-    first, second = (Transition(k.id, k.lease_token, k.version, done) for k in kids)
+    first, second = (transition_for(k, result=1) for k in kids)
     results: dict[str, Any] = {}
     with joins.connect() as holder:
         holder.begin()

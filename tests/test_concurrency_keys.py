@@ -12,13 +12,19 @@ import attrs
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
-from support import backend_waiting_on_lock, scalar, snapshot, wait_status, wait_until
+from support import (
+    backend_waiting_on_lock,
+    scalar,
+    snapshot,
+    transition_for,
+    wait_status,
+    wait_until,
+)
 
 import gen_durable as durable
 from gen_durable import FSM, Done, Job, Runner, store
-from gen_durable.decide import Decision
+from gen_durable.decide import Transition
 from gen_durable.errors import ValidationError
-from gen_durable.store.transitions import Transition
 
 FAST = {"lease": 5.0, "poll_interval": 0.1, "grace": 2.0}
 
@@ -139,7 +145,7 @@ def _claim(engine: Engine, limit: int = 10) -> list[Any]:
 
 
 def _done(row: Any) -> Transition:
-    return Transition(row.id, row.lease_token, row.version, Decision("done", "done", "go", {}))
+    return transition_for(row, step="go")
 
 
 def test_a_crashed_holders_slot_is_freed_by_the_reaper(engine: Engine) -> None:

@@ -12,17 +12,17 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
-from support import scalar, wait_status
+from support import scalar, transition_for, wait_status
 
 import gen_durable as durable
 from gen_durable import FSM, Await, Done, Fail, Job, Next, Runner, store
-from gen_durable.decide import Decision
+from gen_durable.decide import Transition
 from gen_durable.errors import ConfigurationError, DefinitionError
 from gen_durable.store.history import MAX_ERROR_CHARS, clip, error_text
-from gen_durable.store.transitions import Transition
 from gen_durable.testing import drain
 
 FAST = {"lease": 5.0, "poll_interval": 0.1, "grace": 2.0}
@@ -192,18 +192,10 @@ def _claimed(engine: Engine, cls: type[durable.FSM], n: int) -> list[Any]:
 
 
 def _done(row: Any, *, token: uuid.UUID | None = None) -> Transition:
-    decision = Decision(kind="done", status="done", step=row.step, state={})
-    entry = store.history.entry(
-        "all",
-        instance_id=row.id,
-        fsm=Order.name,
-        step=row.step,
-        version=row.version,
-        attempt=row.attempt,
-        decision=decision,
-        seconds=0.001,
+    done = transition_for(
+        row, fsm=Order.name, from_step=row.step, attempt=row.attempt, history=True, duration_ms=1.0
     )
-    return Transition(row.id, token or row.lease_token, row.version, decision, history=entry)
+    return done if token is None else attrs.evolve(done, lease_token=token)
 
 
 def test_the_history_row_lands_with_its_transition_or_not_at_all(db: Engine) -> None:

@@ -20,11 +20,11 @@ from dbutil import DatabaseFactory
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.orm import Session
 from sqlwatch import explain_each, indexes, nodes, rows_read, seq_scans
+from support import transition_for
 
 import gen_durable as durable
 from gen_durable import Job, store
-from gen_durable.decide import Decision
-from gen_durable.store.transitions import Transition
+from gen_durable.decide import Transition
 
 FINISHED = 50_000
 SCHEDULED = 50_000
@@ -98,8 +98,7 @@ def _running(conn: Connection) -> list[tuple[int, Any]]:
 
 
 def _done(row: Any) -> Transition:
-    decision = Decision(kind="done", status="done", step=row.step, state=None)
-    return Transition(row.id, row.lease_token, row.version, decision)
+    return transition_for(row)
 
 
 Case = Callable[[Connection], Callable[[], object]]

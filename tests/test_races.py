@@ -9,12 +9,11 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
-from support import backend_waiting_on_lock, scalar, snapshot
+from support import backend_waiting_on_lock, scalar, snapshot, transition_for
 
 import gen_durable as durable
 from gen_durable import FSM, Await, Done, store
-from gen_durable.decide import Decision
-from gen_durable.store.transitions import Transition
+from gen_durable.decide import Transition
 
 
 class Parked(FSM):
@@ -36,10 +35,9 @@ def _claim_one(engine: Engine) -> Any:
 
 
 def _await_transition(row: Any) -> Transition:
-    decision = Decision(
-        kind="await", status="awaiting", step="resume", state={}, await_names=("go",)
+    return transition_for(
+        row, kind="await", status="awaiting", step="resume", state="{}", await_names=("go",)
     )
-    return Transition(row.id, row.lease_token, row.version, decision)
 
 
 def _insert(engine: Engine) -> int:

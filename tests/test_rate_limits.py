@@ -15,9 +15,8 @@ from support import scalar, snapshot, wait_until
 
 import gen_durable as durable
 from gen_durable import FSM, Done, Job, RateLimit, RateLimited, Runner, store
-from gen_durable.decide import StepSnapshot, decide
+from gen_durable.decide import Route, StepSnapshot, decide
 from gen_durable.errors import DefinitionError, RateLimitedError, ValidationError
-from gen_durable.store.transitions import Transition
 
 FAST = {"lease": 5.0, "poll_interval": 0.1, "grace": 2.0}
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -153,8 +152,7 @@ def test_rate_limited_puts_the_bucket_in_debt_and_reruns_without_an_attempt(
     assert done.result == 1  # the re-run is attempt 1 again: none was used
     assert Remote.attempts[:2] == [1, 1]
     debts = (
-        "SELECT count(*) FROM gen_durable.gd_rate_buckets "
-        "WHERE key = :k AND debt_until IS NOT NULL"
+        "SELECT count(*) FROM gen_durable.gd_rate_buckets WHERE key = :k AND debt_until IS NOT NULL"
     )
     assert scalar(engine, debts, k="rl.Remote:*:t") == 1  # the refusing partition
     assert scalar(engine, debts, k="rl.Remote:*:u") == 0  # not the others
@@ -180,18 +178,22 @@ def test_refusals_of_one_bucket_in_one_commit_group_become_one_debt(engine: Engi
     with engine.begin() as conn:
         rows = store.leases.claim(conn, "default", [Remote.name], 10, "n", 30, T0)
     assert sorted(r.id for r in rows) == sorted(ids)
+    bucket = Route(rate_key="rl.Remote:*:t", rate_weight=1.0)
     transitions = [
-        Transition(
-            r.id,
-            r.lease_token,
-            r.version,
-            decide(
-                StepSnapshot(r.id, r.fsm, r.step, ("call",), r.attempt, r.max_attempts),
-                RateLimited(wait),
-                r.state,
+        decide(
+            StepSnapshot(
+                r.id,
+                r.fsm,
+                r.step,
+                ("call",),
+                r.attempt,
+                r.max_attempts,
+                lease_token=r.lease_token,
+                version=r.version,
             ),
-            rate_key="rl.Remote:*:t",
-            rate_weight=1.0,
+            RateLimited(wait),
+            None,
+            route=lambda _step: bucket,
         )
         for r, wait in zip(rows, (2.0, 5.0), strict=True)
     ]

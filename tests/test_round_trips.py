@@ -23,11 +23,10 @@ import pytest
 from sqlalchemy import Connection, Engine, event
 from sqlalchemy.orm import Session
 from sqlwatch import StatementCounter
+from support import transition_for
 
 import gen_durable as durable
 from gen_durable import FSM, Done, Job, Next, Runner, store
-from gen_durable.decide import Decision
-from gen_durable.store.transitions import Transition
 
 # The budgets: what one unbatched step costs today (measured), with no slack for another
 # statement. Claim: synchronous_commit off, pick the candidates, lease them (3 statements,
@@ -159,15 +158,7 @@ def _claim_and_commit(engine: Engine, rows: int) -> tuple[int, int]:
             ),
         )
         assert len(claimed) == rows
-        transitions = [
-            Transition(
-                r.id,
-                r.lease_token,
-                r.version,
-                Decision(kind="done", status="done", step=r.step, state=None),
-            )
-            for r in claimed
-        ]
+        transitions = [transition_for(r) for r in claimed]
         commit = _statements(conn, lambda: store.transitions.commit(conn, transitions, None))
     return claim, commit
 

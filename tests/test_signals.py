@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
-from support import backend_waiting_on_lock, scalar, snapshot, wait_status, wait_until
+from support import (
+    backend_waiting_on_lock,
+    scalar,
+    snapshot,
+    transition_for,
+    wait_status,
+    wait_until,
+)
 
 import gen_durable as durable
 from gen_durable import FSM, Await, Done, Fail, Job, Runner, store
@@ -129,25 +136,17 @@ def _park(engine: Engine, timeout: float) -> int:
     iid = insert(engine, Approval, state={"t": timeout})
     with engine.begin() as conn:
         row = store.leases.claim(conn, "default", ["sig.Approval"], 1, "t", 30, None)[0]
-    from gen_durable.decide import Decision
-    from gen_durable.store.transitions import Transition
-
-    decision = Decision(
+    parked = transition_for(
+        row,
         kind="await",
         status="awaiting",
         step="approved",
-        state={"t": timeout},
         delay=timeout,
         await_names=("approve",),
         timeout_step="expired",
     )
     with engine.begin() as conn:
-        assert (
-            store.transitions.commit(
-                conn, [Transition(row.id, row.lease_token, row.version, decision)], None
-            )[iid].status
-            == "awaiting"
-        )
+        assert store.transitions.commit(conn, [parked], None)[iid].status == "awaiting"
     return iid
 
 

@@ -20,7 +20,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from gen_durable import store
-from gen_durable.store.transitions import Committed, Transition
+from gen_durable.decide import Transition
+from gen_durable.store.transitions import Committed
 
 log = logging.getLogger("gen_durable.runtime")
 

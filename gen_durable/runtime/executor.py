@@ -23,13 +23,22 @@ from gen_durable import events, faults, serialization, store, tracing
 from gen_durable import fsm as registry
 from gen_durable.clock import monotonic
 from gen_durable.context import Context
-from gen_durable.decide import Decision, Failure, StepSnapshot, decide, outcome_state
+from gen_durable.decide import (
+    UNROUTED,
+    Failure,
+    Route,
+    Router,
+    StepSnapshot,
+    Transition,
+    decide,
+    outcome_state,
+)
 from gen_durable.errors import InvalidOutcome, RateLimitedError, shown
 from gen_durable.outcomes import OUTCOME_TYPES, Done, Outcome, RateLimited
 from gen_durable.retry import backoff_delay
 from gen_durable.runtime.committer import Committer
 from gen_durable.runtime.inflight import Inflight, Lease
-from gen_durable.store.transitions import Committed, Transition
+from gen_durable.store.transitions import Committed
 from gen_durable.types import JSON, Child, Signal
 
 log = logging.getLogger("gen_durable.runtime")
@@ -66,14 +75,15 @@ class StepReport:
     fsm: str
     step: str
     attempt: int
-    decision: Decision
+    decision: Transition
+    """The step's transition (its ``kind``, ``status``, next ``step``, ``result``, ``error``)."""
     committed: bool
     duration: float
 
 
 Observer = Callable[[StepReport], None]
-Redo = Callable[[Exception], tuple[Decision, Transition]]
-"""Turns a refusal of the step's own transaction into a retry's decision and transition."""
+Redo = Callable[[Exception], Transition]
+"""Turns a refusal of the step's own transaction into a retry's transition."""
 
 
 class Executor:
@@ -123,7 +133,7 @@ class Executor:
         started = monotonic()
         out: Future[StepReport] = Future()
         try:
-            decision, transition, ctx, redo = self._step(claimed, lease, started)
+            transition, ctx, redo = self._step(claimed, lease, started)
             if ctx is not None:
                 try:
                     committed = self._commit_in_session(ctx, transition)
@@ -132,16 +142,19 @@ class Executor:
                     # failure, a deadlock, a lost connection): its writes rolled back.
                     # Commit a retry like a step that raised, rather than let the lease
                     # lapse.
-                    decision, transition = redo(refused)
+                    transition = redo(refused)
                     committed = self._committer.submit(transition).result()
-                out.set_result(self._report(claimed, decision, committed, started))
+                out.set_result(self._report(claimed, transition, committed, started))
                 return out
             pending = self._committer.submit(transition)
         except BaseException as exc:
             self._inflight.remove(claimed.id)
             out.set_exception(exc)
             return out
-        pending.add_done_callback(lambda done: self._resolve(done, out, claimed, decision, started))
+        done_with = transition
+        pending.add_done_callback(
+            lambda done: self._resolve(done, out, claimed, done_with, started)
+        )
         return out
 
     def _resolve(
@@ -149,12 +162,12 @@ class Executor:
         done: Future[bool],
         out: Future[StepReport],
         claimed: Claimed,
-        decision: Decision,
+        transition: Transition,
         started: float,
     ) -> None:
         try:
             committed = done.result()
-            report = self._report(claimed, decision, committed, started)
+            report = self._report(claimed, transition, committed, started)
         except BaseException as exc:
             self._inflight.remove(claimed.id)
             out.set_exception(exc)
@@ -163,7 +176,7 @@ class Executor:
 
     def _step(
         self, claimed: Claimed, lease: Lease, started: float
-    ) -> tuple[Decision, Transition, Context | None, Redo]:
+    ) -> tuple[Transition, Context | None, Redo]:
         """Run the step's code and decide; the context is returned when the transition
         must commit in the step's own session."""
         cls = registry.lookup(claimed.fsm)
@@ -180,6 +193,10 @@ class Executor:
             attempt=claimed.attempt,
             max_attempts=claimed.max_attempts,
             max_children=self._max_children,
+            lease_token=claimed.lease_token,
+            version=claimed.version,
+            awaited=tuple(s.id for s in claimed.awaited),
+            history=cls.history or self._history,
         )
         ctx = Context(
             instance_id=claimed.id,
@@ -200,10 +217,8 @@ class Executor:
         instance: registry.Definition | None = None
         what = "args" if cls._gd_kind == "job" else "state"
 
-        def failed(exc: Exception) -> tuple[Decision, Transition]:
-            decision = self._failure(cls, instance, snap, ctx, claimed, exc)
-            transition = _transition(claimed, decision, _failure_route(cls, claimed, decision))
-            return decision, self._recorded(cls, claimed, transition, started)
+        def failed(exc: Exception) -> Transition:
+            return self._failure(cls, instance, snap, ctx, claimed, exc, started)
 
         try:
             ctx.state = serialization.structure(claimed.state, cls._gd_state_type, what)
@@ -218,53 +233,31 @@ class Executor:
                     returned = instance.step(claimed.step, ctx)
             outcome = _as_outcome(cls, returned)
             # Checked now: a bad value fails the attempt that made it, not the next load.
-            new_state = serialization.validate_state(
+            new = serialization.encode_state(
                 outcome_state(outcome, ctx.state), cls._gd_state_type, what
             )
-            decision = decide(snap, outcome, new_state)
-            transition = _transition(claimed, decision, _route(cls, claimed, decision))
+            router = _router(cls, claimed, new.data)
+            transition = decide(snap, outcome, new.text, route=router, seconds=_since(started))
             use_session = ctx.session_if_open is not None
         except RateLimitedError as refused:
             _discard(ctx)
             try:
-                decision = decide(snap, RateLimited(max(0.0, refused.retry_after)), claimed.state)
-                transition = _transition(claimed, decision, _route(cls, claimed, decision))
+                limited = RateLimited(max(0.0, refused.retry_after))
+                router = _router(cls, claimed, claimed.state)
+                transition = decide(snap, limited, None, route=router, seconds=_since(started))
             except Exception as bad:  # a retry_after no outcome may carry: a failed attempt
-                decision, transition = failed(bad)
+                transition = failed(bad)
             use_session = False
         except Exception as exc:
             _discard(ctx)
-            decision, transition = failed(exc)
+            transition = failed(exc)
             use_session = False
-        transition = self._recorded(cls, claimed, transition, started)
         if faults.active is not None:
             faults.hit("before_commit")
-        return decision, transition, ctx if use_session else None, failed
-
-    def _recorded(
-        self,
-        cls: type[registry.Definition],
-        claimed: Claimed,
-        transition: Transition,
-        started: float,
-    ) -> Transition:
-        """The transition with its history entry, when the class's setting records it."""
-        if transition.history is not None:
-            return transition
-        entry = store.history.entry(
-            cls.history or self._history,
-            instance_id=claimed.id,
-            fsm=claimed.fsm,
-            step=claimed.step,
-            version=claimed.version,
-            attempt=claimed.attempt,
-            decision=transition.decision,
-            seconds=monotonic() - started,
-        )
-        return transition if entry is None else attrs.evolve(transition, history=entry)
+        return transition, ctx if use_session else None, failed
 
     def _report(
-        self, claimed: Claimed, decision: Decision, committed: bool, started: float
+        self, claimed: Claimed, decision: Transition, committed: bool, started: float
     ) -> StepReport:
         """After the commit: the step's report, to the observer and telemetry."""
         try:
@@ -296,7 +289,8 @@ class Executor:
         ctx: Context,
         claimed: Claimed,
         exc: Exception,
-    ) -> Decision:
+        started: float,
+    ) -> Transition:
         error = _error_json(exc, claimed)
         events.emit("step.exception", **_event_fields(claimed), exception=exc)
         log.info(
@@ -318,10 +312,16 @@ class Executor:
                     raise InvalidOutcome(f"on_error returned {shown(compensation)}")
                 if compensation is not None:
                     compensation = _as_outcome(cls, compensation)
-                    state = serialization.validate_state(
+                    new = serialization.encode_state(
                         outcome_state(compensation, ctx.state), cls._gd_state_type, what
                     )
-                    return decide(snap, Failure(error, 0.0, compensation), state)
+                    return decide(
+                        snap,
+                        Failure(error, 0.0, compensation),
+                        new.text,
+                        route=_router(cls, claimed, new.data, safe=True),
+                        seconds=_since(started),
+                    )
             except Exception as hook_exc:
                 log.warning("on_error of %s raised %r; failing", claimed.fsm, hook_exc)
                 error = {**error, "on_error": _error_json(hook_exc, claimed)}
@@ -331,7 +331,14 @@ class Executor:
             delay = backoff_delay(cls.backoff, claimed.attempt)
         except Exception:
             delay = 1.0
-        return decide(snap, Failure(error, delay, None), claimed.state)
+        # The stored state stays (None): a failed attempt's in-place changes are dropped.
+        return decide(
+            snap,
+            Failure(error, delay, None),
+            None,
+            route=_router(cls, claimed, claimed.state, safe=True),
+            seconds=_since(started),
+        )
 
     def _open_session(self) -> Session:
         session = Session(self._engine)
@@ -369,57 +376,35 @@ def _as_outcome(cls: type[registry.Definition], value: Any) -> Outcome:
     )
 
 
-@attrs.frozen
-class _Route:
-    """Where the step a decision makes runnable next stands in line: its rate-limit bucket
-    and, when it changed, its concurrency key."""
-
-    bucket: tuple[str, float] | None = None
-    rekey: bool = False
-    concurrency_key: str | None = None
-    concurrency_limit: int | None = None
+def _since(started: float) -> float:
+    return monotonic() - started
 
 
-def _transition(claimed: Claimed, decision: Decision, route: _Route) -> Transition:
-    # The same pack comes back: to the next attempt, or to a retry from outside of a step
-    # that failed for good (its signals stay pending, visible with the failed instance).
-    again = decision.kind in ("retry", "rate_limited", "error")
-    return Transition(
-        instance_id=claimed.id,
-        lease_token=claimed.lease_token,
-        version=claimed.version,
-        decision=decision,
-        consumed=() if again else tuple(s.id for s in claimed.awaited),
-        rate_key=route.bucket[0] if route.bucket else None,
-        rate_weight=route.bucket[1] if route.bucket else None,
-        rekey=route.rekey,
-        concurrency_key=route.concurrency_key,
-        concurrency_limit=route.concurrency_limit,
-    )
+def _router(
+    cls: type[registry.Definition], claimed: Claimed, state: JSON, *, safe: bool = False
+) -> Router:
+    """The rate-limit bucket and concurrency key of the step a transition makes runnable,
+    for the state it stores. ``safe``: for a failure, whose recording matters more than
+    its route — a key or bucket function that raises leaves it unlimited, under its old key.
+    """
 
+    def route(step: str) -> Route:
+        try:
+            bucket = registry.rate_bucket_of(cls, step, state)
+            rekey, key = registry.next_concurrency_key(
+                cls, claimed.concurrency_key, claimed.state, state
+            )
+        except Exception:
+            if not safe:
+                raise
+            return UNROUTED
+        rate_key, weight = bucket if bucket is not None else (None, None)
+        if not rekey:
+            return UNROUTED if bucket is None else Route(rate_key, weight)
+        limit = cls.concurrency_limit if key is not None else None
+        return Route(rate_key, weight, True, key, limit)
 
-_UNROUTED = _Route()
-"""No bucket, no new key: what most steps get (shared, not built per step)."""
-
-
-def _failure_route(cls: type[registry.Definition], claimed: Claimed, decision: Decision) -> _Route:
-    try:
-        return _route(cls, claimed, decision)
-    except Exception:  # the failure is what matters; run it unlimited, under its old key
-        return _UNROUTED
-
-
-def _route(cls: type[registry.Definition], claimed: Claimed, decision: Decision) -> _Route:
-    """The rate-limit bucket and concurrency key of the step the decision makes runnable."""
-    if decision.finished:
-        return _UNROUTED
-    bucket = registry.rate_bucket_of(cls, decision.step, decision.state)
-    rekey, key = registry.next_concurrency_key(
-        cls, claimed.concurrency_key, claimed.state, decision.state
-    )
-    if not rekey:
-        return _Route(bucket) if bucket is not None else _UNROUTED
-    return _Route(bucket, True, key, cls.concurrency_limit if key is not None else None)
+    return route
 
 
 def _discard(ctx: Context) -> None:

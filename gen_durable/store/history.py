@@ -12,12 +12,10 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-import attrs
 from sqlalchemy import Connection, Row, func, insert, select
 
 from gen_durable import models
-from gen_durable.decide import Decision
-from gen_durable.fsm import HistoryMode
+from gen_durable.decide import Transition
 from gen_durable.store._common import NOW, param, run, unnest_params
 
 H = models.history
@@ -26,68 +24,11 @@ MAX_ERROR_CHARS = 8000
 """Bound on the error text of one row: its head (type, message) and the traceback's end."""
 
 
-@attrs.frozen
-class Entry:
-    """The history row of one step's transition, carried with it to the commit."""
-
-    instance_id: int
-    fsm: str
-    version: int
-    attempt: int
-    from_step: str
-    to_step: str | None
-    kind: str
-    duration_ms: float
-    error: str | None
-
-
-class Carrier(Protocol):
-    """What the commit hands to :func:`record`: a transition and its history entry."""
-
-    @property
-    def instance_id(self) -> int: ...
-
-    @property
-    def history(self) -> Entry | None: ...
-
-
 class Landed(Protocol):
     """A transition that passed its fence, with the status it wrote."""
 
     @property
     def status(self) -> str: ...
-
-
-def failing(decision: Decision) -> bool:
-    """True for what ``history = "errors"`` records: a step that raised, or a ``Fail``."""
-    return decision.kind in ("retry", "error", "fail") or _raised(decision.error)
-
-
-def entry(
-    mode: HistoryMode,
-    *,
-    instance_id: int,
-    fsm: str,
-    step: str,
-    version: int,
-    attempt: int,
-    decision: Decision,
-    seconds: float,
-) -> Entry | None:
-    """The entry to record for this transition under ``mode``, or None."""
-    if mode == "none" or (mode == "errors" and not failing(decision)):
-        return None
-    return Entry(
-        instance_id=instance_id,
-        fsm=fsm,
-        version=version,
-        attempt=attempt,
-        from_step=step,
-        to_step=None if decision.finished else decision.step,
-        kind=decision.kind,
-        duration_ms=round(seconds * 1000.0, 3),
-        error=error_text(decision.error),
-    )
 
 
 def error_text(error: Any) -> str | None:
@@ -135,27 +76,33 @@ _RECORD = insert(H).from_select(
 
 def record(
     conn: Connection,
-    items: Sequence[Carrier],
+    items: Sequence[Transition],
     landed: Mapping[int, Landed],
     now: datetime | None,
 ) -> None:
-    """Write the entries of the transitions that landed (one statement; none: no SQL).
+    """Write the rows of the transitions that landed and are recorded (one statement;
+    none: no SQL).
 
     Call it in the transaction of the commit, after its fenced UPDATE: ``landed`` maps
     the instance ids that UPDATE changed to the status each got.
     """
-    rows = [
-        (x.history, landed[x.instance_id].status)
-        for x in items
-        if x.history is not None and x.instance_id in landed
-    ]
+    rows = [x for x in items if x.history and x.instance_id in landed]
     if not rows:
         return
-    params: dict[str, Any] = {name: [] for name in _COLUMNS}
-    for e, status in rows:
-        for name in _COLUMNS:
-            params[name].append(status if name == "status" else getattr(e, name))
-    run(conn, _RECORD, {**params, "now": now})
+    params = {
+        "instance_id": [x.instance_id for x in rows],
+        "fsm": [x.fsm for x in rows],
+        "version": [x.version for x in rows],
+        "attempt": [x.attempt for x in rows],
+        "from_step": [x.from_step for x in rows],
+        "to_step": [None if x.finished else x.step for x in rows],
+        "kind": [x.kind for x in rows],
+        "status": [landed[x.instance_id].status for x in rows],
+        "duration_ms": [x.duration_ms for x in rows],
+        "error": [error_text(x.error) for x in rows],
+        "now": now,
+    }
+    run(conn, _RECORD, params)
 
 
 _OF_INSTANCE = (

@@ -8,7 +8,6 @@ deadlock.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -18,34 +17,12 @@ from sqlalchemy import Connection, Text, case, cast, func, literal, select, upda
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from gen_durable import faults, serialization
-from gen_durable.decide import Decision
+from gen_durable.decide import Transition
 from gen_durable.store import _fast, concurrency, inserts, ratelimits
 from gen_durable.store import children as child_sql
 from gen_durable.store import history as history_sql
 from gen_durable.store import signals as signal_sql
 from gen_durable.store._common import FINISHED, NOW, SEP, ZERO, I, param, recordset_param
-
-
-@attrs.frozen
-class Transition:
-    """One step's outcome, ready to commit under the lease that ran it."""
-
-    instance_id: int
-    lease_token: uuid.UUID
-    version: int
-    decision: Decision
-    consumed: tuple[int, ...] = ()
-    rate_key: str | None = None
-    """The rate-limit bucket of the step it makes runnable (None: unlimited)."""
-    rate_weight: float | None = None
-    rekey: bool = False
-    """The class's concurrency key function gave another key for the new state."""
-    concurrency_key: str | None = None
-    """With ``rekey``: the key the instance moves to (None: no key)."""
-    concurrency_limit: int | None = None
-    """With ``rekey``: the class's limit, for an instance that had no key before."""
-    history: history_sql.Entry | None = None
-    """Its ``gd_history`` row, written with it if it lands (None: not recorded)."""
 
 
 @attrs.frozen
@@ -57,17 +34,14 @@ class Committed:
     queue: str
 
 
-def _json_or_none(value: Any, present: bool) -> str | None:
-    return serialization.dumps(value) if present else None
-
-
 _T = recordset_param(
     "batch",
     id="bigint",
     token="uuid",
-    kind="text",
+    status="text",
     step="text",
-    state="text",
+    state="jsonb",
+    keep_state="bool",
     delay="float",
     run_at="tsz",
     await_names="text",
@@ -87,11 +61,13 @@ _T = recordset_param(
     concurrency_key="text",
     concurrency_limit="int",
 )
-_FINISHED_KINDS = literal(list(FINISHED), ARRAY(Text))
+_FINISHED = literal(list(FINISHED), ARRAY(Text))
+_NULL = literal("null", JSONB)
+_READY = _T.c.status == func.any(literal(["available", "scheduled"], ARRAY(Text)))
 _DELAY = func.make_interval(0, 0, 0, 0, 0, 0, _T.c.delay)
 _DUE = case(
-    (_T.c.kind == "ready", func.coalesce(_T.c.run_at, NOW + func.coalesce(_DELAY, ZERO))),
-    (_T.c.kind == "awaiting", NOW + _DELAY),
+    (_READY, func.coalesce(_T.c.run_at, NOW + func.coalesce(_DELAY, ZERO))),
+    (_T.c.status == "awaiting", NOW + _DELAY),
     else_=None,
 )
 # Lock in id order first: two groups (or a group and a parent update) never deadlock.
@@ -117,11 +93,11 @@ _COMMIT = (
     )
     .values(
         status=case(
-            (_T.c.kind == "ready", case((_DUE > NOW, "scheduled"), else_="available")),
-            else_=_T.c.kind,
+            (_READY, case((_DUE > NOW, "scheduled"), else_="available")), else_=_T.c.status
         ),
         step=_T.c.step,
-        state=cast(_T.c.state, JSONB),
+        # A failure keeps the stored state; a state of JSON null comes as SQL NULL.
+        state=case((_T.c.keep_state, I.c.state), else_=func.coalesce(_T.c.state, _NULL)),
         # a retry re-runs the same step: its version (and idempotency key) stays
         version=case((_T.c.reset, I.c.version + 1), else_=I.c.version),
         attempt=case(
@@ -152,7 +128,7 @@ _COMMIT = (
         children_from=func.coalesce(_T.c.children_from, I.c.children_from),
         result=cast(_T.c.result, JSONB),
         error=cast(_T.c.error, JSONB),
-        finished_at=case((_T.c.kind == func.any(_FINISHED_KINDS), NOW), else_=None),
+        finished_at=case((_T.c.status == func.any(_FINISHED), NOW), else_=None),
         updated_at=NOW,
         lease_token=None,
         lease_owner=None,
@@ -186,40 +162,8 @@ def commit(
         return {}
     items = sorted(items, key=lambda x: x.instance_id)
     child_ids = _draw_child_ids(conn, items)
-    batch = [
-        {
-            "id": x.instance_id,
-            "token": str(x.lease_token),
-            "kind": d.status,
-            "step": d.step,
-            "state": serialization.dumps(d.state),
-            "delay": d.delay,
-            "run_at": None if d.run_at is None else d.run_at.isoformat(),
-            "await_names": SEP.join(d.await_names) if d.await_names else None,
-            "await_all": d.await_all,
-            "await_limit": d.await_limit,
-            "timeout_step": d.timeout_step,
-            "result": _json_or_none(d.result, d.status == "done"),
-            "error": _json_or_none(d.error, d.error is not None),
-            "reset": d.reset_attempt,
-            "give_back": d.give_back_attempt,
-            "rate_key": x.rate_key,
-            "rate_weight": x.rate_weight,
-            "rekey": x.rekey,
-            "concurrency_key": x.concurrency_key,
-            "concurrency_limit": x.concurrency_limit,
-            "join_policy": d.join_policy,
-            "children": len(d.children) if d.kind == "spawn" else None,
-            "children_from": child_ids[x.instance_id][0] if x.instance_id in child_ids else None,
-        }
-        for x in items
-        for d in (x.decision,)
-    ]
-    params = {
-        "id": [x.instance_id for x in items],
-        "batch": json.dumps(batch, ensure_ascii=False, allow_nan=False),
-        "now": now,
-    }
+    batch = ",".join(_row(x, child_ids.get(x.instance_id)) for x in items)
+    params = {"id": [x.instance_id for x in items], "batch": f"[{batch}]", "now": now}
     calls: list[_fast.Call] = [(_COMMIT, params)]
     if lock_timeout_ms is not None:  # sent with the UPDATE (and BEGIN): one round trip
         calls.insert(0, (_LOCK_TIMEOUT, {"value": f"{int(lock_timeout_ms)}ms"}))
@@ -228,16 +172,16 @@ def commit(
     history_sql.record(conn, items, landed, now)
     pairs = [(sig, x.version + 1) for x in items if x.instance_id in landed for sig in x.consumed]
     signal_sql.consume(conn, pairs, now)
-    spawns = {x.instance_id for x in items if x.decision.kind == "spawn"}
+    spawns = {x.instance_id for x in items if x.kind == "spawn"}
     parked = [i for i, c in landed.items() if c.status == "awaiting" and i not in spawns]
     if parked:
         for row in signal_sql.wake_satisfied(conn, parked, now):
             landed[row.id] = Committed(row.id, "available", row.queue)
     _join(conn, items, rows, landed, child_ids, now)
     debts = [
-        (x.rate_key, x.decision.delay or 0.0)
+        (x.route.rate_key, x.delay or 0.0)
         for x in items
-        if x.decision.kind == "rate_limited" and x.rate_key and x.instance_id in landed
+        if x.kind == "rate_limited" and x.route.rate_key and x.instance_id in landed
     ]
     ratelimits.indebt(conn, debts, now)
     # Last: it may wait for a claimer deciding on the same key (see store.concurrency).
@@ -248,13 +192,46 @@ def commit(
     return landed
 
 
+def _row(x: Transition, children: list[int] | None) -> str:
+    """One transition as an object of the batch; its state goes in as the JSON text it was
+    encoded to once (a jsonb column of the recordset), not as a string to parse again."""
+    r = x.route
+    fields = {
+        "id": x.instance_id,
+        "token": str(x.lease_token),
+        "status": x.status,
+        "step": x.step,
+        "keep_state": x.state is None,
+        "delay": x.delay,
+        "run_at": None if x.run_at is None else x.run_at.isoformat(),
+        "await_names": SEP.join(x.await_names) if x.await_names else None,
+        "await_all": x.await_all,
+        "await_limit": x.await_limit,
+        "timeout_step": x.timeout_step,
+        "result": serialization.dumps(x.result) if x.status == "done" else None,
+        "error": None if x.error is None else serialization.dumps(x.error),
+        "reset": x.reset_attempt,
+        "give_back": x.give_back_attempt,
+        "rate_key": r.rate_key,
+        "rate_weight": r.rate_weight,
+        "rekey": r.rekey,
+        "concurrency_key": r.concurrency_key,
+        "concurrency_limit": r.concurrency_limit,
+        "join_policy": x.join_policy,
+        "children": len(x.children) if x.kind == "spawn" else None,
+        "children_from": children[0] if children else None,
+    }
+    text = json.dumps(fields, ensure_ascii=False, allow_nan=False)
+    return text if x.state is None else f'{text[:-1]}, "state": {x.state}}}'
+
+
 def _draw_child_ids(conn: Connection, items: Sequence[Transition]) -> dict[int, list[int]]:
     """Ids for the children of every Spawn in the group, ascending in spawn order."""
-    spawns = [x for x in items if x.decision.kind == "spawn"]
-    ids = inserts.allocate_ids(conn, sum(len(x.decision.children) for x in spawns))
+    spawns = [x for x in items if x.kind == "spawn"]
+    ids = inserts.allocate_ids(conn, sum(len(x.children) for x in spawns))
     out: dict[int, list[int]] = {}
     for x in spawns:
-        count = len(x.decision.children)
+        count = len(x.children)
         out[x.instance_id], ids = ids[:count], ids[count:]
     return out
 
@@ -274,9 +251,9 @@ def _join(
     transition of the group that did not land is never marked as committed).
     """
     spawned = [
-        (x.instance_id, x.decision.children, child_ids[x.instance_id])
+        (x.instance_id, x.children, child_ids[x.instance_id])
         for x in items
-        if x.decision.kind == "spawn" and x.instance_id in landed
+        if x.kind == "spawn" and x.instance_id in landed
     ]
     finished = [
         (row.parent_id, row.id, row.status == "failed")

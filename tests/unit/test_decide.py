@@ -1,7 +1,8 @@
-"""The pure decision (decide.py): snapshot + outcome-or-Failure + state -> Decision."""
+"""The pure decision (decide.py): snapshot + outcome-or-Failure + state -> Transition."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,12 +13,28 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gen_durable import fsm
-from gen_durable.decide import Decision, Failure, StepSnapshot, decide, outcome_state
+from gen_durable.decide import (
+    UNROUTED,
+    Failure,
+    Route,
+    StepSnapshot,
+    Transition,
+    decide,
+    outcome_state,
+)
 from gen_durable.errors import DurableError, InvalidOutcome
 from gen_durable.fsm import InsertSpec, Job
-from gen_durable.outcomes import KEEP, Await, Cancel, Done, Fail, Next, Sleep, Spawn
+from gen_durable.outcomes import KEEP, Await, Cancel, Done, Fail, Next, RateLimited, Sleep, Spawn
 
 FINISHED_STATUSES = {"done", "failed", "cancelled"}
+READY = {"available", "scheduled"}
+
+
+def ready(delay: float | None, run_at: datetime | None = None) -> str:
+    """Runnable now, or (given a wake-up time) once the commit finds it due."""
+    return "available" if run_at is None and not delay else "scheduled"
+
+
 CHILD_NAME = "unit-tests/decide-child"
 
 
@@ -143,7 +160,7 @@ def test_failure_with_attempts_left_is_a_retry_of_the_same_step(
     compensation = data.draw(st.none() | terminal_outcomes() | outcomes_to(declared_step(s)))
     d = decide(s, Failure(error, retry_delay, compensation), state)
     assert d.kind == "retry"
-    assert d.status == "ready"
+    assert d.status == ready(retry_delay)
     assert d.step == s.step
     assert d.reset_attempt is False
     assert d.delay == retry_delay
@@ -205,7 +222,7 @@ def test_compensation_next_moves_on_and_records_the_error() -> None:
     d = decide(snap(attempt=3), Failure(error, 9.0, Next("compensate", delay=2)), {"a": 1})
     assert (d.kind, d.status, d.step, d.delay, d.error) == (
         "next",
-        "ready",
+        "scheduled",
         "compensate",
         2,
         error,
@@ -250,7 +267,7 @@ def test_transitions_to_declared_steps_are_ready_or_awaiting_never_finished(
     assert d.error is None
     assert d.state is state
     assert d.step == (outcome.step if isinstance(outcome, Next) else outcome.then)
-    assert d.status == ("awaiting" if isinstance(outcome, Await) else "ready")
+    assert d.status in ({"awaiting"} if isinstance(outcome, Await) else READY)
 
 
 @given(data=st.data())
@@ -273,14 +290,20 @@ def test_next_with_delay(data: st.DataObject, delay: float | None) -> None:
     s = data.draw(snapshots())
     to = data.draw(declared_step(s))
     d = decide(s, Next(to, delay=delay), {})
-    assert (d.kind, d.status, d.step, d.delay, d.run_at) == ("next", "ready", to, delay, None)
+    assert (d.kind, d.status, d.step, d.delay, d.run_at) == ("next", ready(delay), to, delay, None)
     assert d.await_names is None and d.timeout_step is None
 
 
 @given(when=aware)
 def test_next_with_run_at(when: datetime) -> None:
     d = decide(snap(), Next("ship", run_at=when), {})
-    assert (d.kind, d.status, d.step, d.delay, d.run_at) == ("next", "ready", "ship", None, when)
+    assert (d.kind, d.status, d.step, d.delay, d.run_at) == (
+        "next",
+        "scheduled",
+        "ship",
+        None,
+        when,
+    )
 
 
 def test_next_may_loop_to_the_current_step() -> None:
@@ -354,13 +377,25 @@ def test_await_timeout_without_on_timeout_resumes_at_then() -> None:
 @given(secs=seconds)
 def test_sleep_seconds(secs: float) -> None:
     d = decide(snap(), Sleep(secs, then="ship"), {})
-    assert (d.kind, d.status, d.step, d.delay, d.run_at) == ("sleep", "ready", "ship", secs, None)
+    assert (d.kind, d.status, d.step, d.delay, d.run_at) == (
+        "sleep",
+        ready(secs),
+        "ship",
+        secs,
+        None,
+    )
 
 
 @given(when=aware)
 def test_sleep_until(when: datetime) -> None:
     d = decide(snap(), Sleep(until=when, then="ship"), {})
-    assert (d.kind, d.status, d.step, d.delay, d.run_at) == ("sleep", "ready", "ship", None, when)
+    assert (d.kind, d.status, d.step, d.delay, d.run_at) == (
+        "sleep",
+        "scheduled",
+        "ship",
+        None,
+        when,
+    )
 
 
 @given(data=st.data(), result=json_values, state=json_values)
@@ -414,12 +449,14 @@ def test_decide_is_deterministic(data: st.DataObject, state: Any) -> None:
     assert decide(s, outcome, state) == decide(s, outcome, state)
 
 
-# --- Decision.finished --------------------------------------------------------------
+# --- Transition.finished --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("status", ["ready", "awaiting", "done", "failed", "cancelled"])
+@pytest.mark.parametrize(
+    "status", ["available", "scheduled", "awaiting", "done", "failed", "cancelled"]
+)
 def test_finished_is_true_exactly_for_terminal_statuses(status: str) -> None:
-    d = Decision(kind="next", status=status, step="a", state=None)  # type: ignore[arg-type]
+    d = Transition(1, None, 0, kind="next", status=status, step="a", state=None)  # type: ignore[arg-type]
     assert d.finished is (status in FINISHED_STATUSES)
 
 
@@ -438,7 +475,72 @@ def test_finished_matches_kind(data: st.DataObject, state: Any) -> None:
 def test_decisions_are_frozen() -> None:
     d = decide(snap(), Done(), {})
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        d.status = "ready"  # type: ignore[misc]
+        d.status = "available"  # type: ignore[misc]
+
+
+# --- the record: pack, route, history, fence ---------------------------------------
+
+PACK = (11, 12)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "consumed"),
+    [
+        (Next("pay"), PACK),
+        (Done(), PACK),
+        (Fail("no"), PACK),
+        (Await("x", then="pay"), PACK),
+        (RateLimited(1.0), ()),  # the same step runs again with the same pack
+        (Failure({"type": "E"}, 1.0), ()),  # a retry
+    ],
+)
+def test_a_transition_consumes_its_pack_unless_the_step_runs_again(
+    outcome: Any, consumed: tuple[int, ...]
+) -> None:
+    assert decide(snap(awaited=PACK), outcome, None).consumed == consumed
+
+
+def test_a_step_that_fails_for_good_keeps_its_pack_for_a_retry_from_outside() -> None:
+    d = decide(snap(attempt=3, awaited=PACK), Failure({"type": "E"}, 1.0), None)
+    assert (d.kind, d.consumed) == ("error", ())
+
+
+def test_the_route_is_asked_for_the_step_made_runnable_and_never_for_a_finish() -> None:
+    asked: list[str] = []
+
+    def route(step: str) -> Route:
+        asked.append(step)
+        return Route(rate_key=f"bucket:{step}", rate_weight=2.0)
+
+    assert decide(snap(), Next("ship"), None, route=route).route.rate_key == "bucket:ship"
+    assert decide(snap(), RateLimited(1.0), None, route=route).route.rate_key == "bucket:start"
+    assert decide(snap(), Done(), None, route=route).route is UNROUTED
+    assert asked == ["ship", "start"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "outcome", "recorded"),
+    [
+        ("none", Failure({"type": "E", "traceback": "t"}, 1.0), False),
+        ("all", Next("pay"), True),
+        ("errors", Next("pay"), False),
+        ("errors", Fail("no"), True),
+        ("errors", Failure({"type": "E", "traceback": "t"}, 1.0), True),
+        ("errors", Failure({"type": "E"}, 1.0, Next("compensate")), False),
+        ("errors", Failure({"type": "E", "traceback": "t"}, 1.0, Next("compensate")), True),
+    ],
+)
+def test_history_records_what_the_mode_asks_for(mode: Any, outcome: Any, recorded: bool) -> None:
+    assert decide(snap(attempt=3, history=mode), outcome, None).history is recorded
+
+
+def test_the_record_carries_its_fence_and_where_it_came_from() -> None:
+    token = uuid.uuid4()
+    s = snap(lease_token=token, version=4, step="pay", attempt=2)
+    d = decide(s, Next("ship"), '{"a":1}', seconds=0.0125)
+    assert (d.instance_id, d.lease_token, d.version) == (7, token, 4)
+    assert (d.fsm, d.from_step, d.attempt, d.duration_ms) == ("shop.Checkout", "pay", 2, 12.5)
+    assert d.state == '{"a":1}'
 
 
 # --- outcome_state ------------------------------------------------------------------
