@@ -103,7 +103,7 @@ def test_sigkill_during_child_completions_joins_once(engine: Engine, workers: Wo
     wait_until(lambda: sum(k[2] == "done" for k in children_rows(engine, iid)) >= 6)
     with engine.connect() as blocker:
         blocker.begin()
-        blocker.execute(  # transition_for children now wait for their parent's row lock
+        blocker.execute(  # finishing children now wait for their parent's row lock
             text("SELECT 1 FROM gen_durable.gd_instances WHERE id = :i FOR UPDATE"), {"i": iid}
         )
         backend_waiting_on_lock(engine, timeout=30)
