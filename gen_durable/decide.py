@@ -28,14 +28,13 @@ from gen_durable.outcomes import (
     Sleep,
     Spawn,
 )
-from gen_durable.types import JSON
+from gen_durable.types import FINISHED, JSON
 
 Kind = Literal[
     "next", "await", "sleep", "spawn", "rate_limited", "done", "fail", "cancel", "retry", "error"
 ]
 Status = Literal["available", "scheduled", "awaiting", "done", "failed", "cancelled"]
-"""The statuses a transition writes."""
-FINISHED = ("done", "failed", "cancelled")
+"""The statuses a transition writes (of :class:`gen_durable.types.Status`)."""
 
 
 @attrs.frozen

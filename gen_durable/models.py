@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from gen_durable.errors import ValidationError
+from gen_durable.types import Status
 
 SCHEMA_TOKEN = "gen_durable"
 """The schema name written in the models; translated to the configured schema."""
@@ -45,16 +46,7 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-STATUSES = (
-    "scheduled",
-    "available",
-    "blocked",
-    "running",
-    "awaiting",
-    "done",
-    "failed",
-    "cancelled",
-)
+STATUSES = tuple(s.value for s in Status)
 
 
 class Base(DeclarativeBase):
@@ -114,9 +106,7 @@ class Instance(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "status IN ('scheduled', 'available', 'blocked', 'running', 'awaiting', "
-            "'done', 'failed', 'cancelled')",
-            name="status",
+            "status IN (" + ", ".join(f"'{s}'" for s in STATUSES) + ")", name="status"
         ),
         CheckConstraint("priority BETWEEN 0 AND 9", name="priority"),
         CheckConstraint("max_attempts >= 1", name="max_attempts"),

@@ -33,10 +33,10 @@ from gen_durable.runtime.notify import Listener, Notifier
 from gen_durable.runtime.service import Service
 from gen_durable.runtime.workers import WorkerPool
 from gen_durable.store.transitions import Committed
+from gen_durable.types import FINISHED
 
 log = logging.getLogger("gen_durable.runner")
 
-FINISHED_STATUSES = frozenset({"done", "failed", "cancelled"})
 DEFAULT_MAX_CHILDREN = 10_000
 """How many children one Spawn may insert, unless ``Runner(max_children=...)`` says."""
 SERVICE_CONNECTIONS = 6
@@ -340,7 +340,7 @@ class Runner:
 
     def _on_committed(self, committed: list[Committed]) -> None:
         others: set[str] = set()
-        finished = [c.instance_id for c in committed if c.status in FINISHED_STATUSES]
+        finished = [c.instance_id for c in committed if c.status in FINISHED]
         if finished:
             self.notifier.add_finished(finished)
         for item in committed:

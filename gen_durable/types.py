@@ -35,6 +35,7 @@ class Status(enum.StrEnum):
 
 
 FINISHED = frozenset({Status.DONE, Status.FAILED, Status.CANCELLED})
+"""The terminal statuses: the one source of the status vocabulary is :class:`Status`."""
 
 
 @dataclass(frozen=True, slots=True)

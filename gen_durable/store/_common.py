@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, UUID
 
-from gen_durable import models
+from gen_durable import models, types
 
 I = models.instances  # noqa: E741 - the instances table, used in every statement
 S = models.signals
@@ -41,7 +41,7 @@ TSZ = DateTime(timezone=True)
 INSTANCE_IDS = DbSequence("gd_instances_id_seq", schema=models.SCHEMA_TOKEN)
 """The identity sequence behind ``gd_instances.id`` (pre-allocates ids for bulk inserts)."""
 
-FINISHED = ("done", "failed", "cancelled")
+FINISHED = tuple(sorted(s.value for s in types.FINISHED))
 SEP = "\x1f"
 """Separates signal names when a list of names travels as one text value."""
 
