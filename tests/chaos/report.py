@@ -42,6 +42,7 @@ HEADLINES = [
     ("key_bound_exceeded", "key bound exceeded: {} (peak {key_peak} of {key_limit})"),
     ("rate_bound_exceeded", "rate bound exceeded: {}"),
     ("slots_left", "key slots left held: {}"),
+    ("mismatches", "unlike the model: {} of {instances} (+{children} children)"),
 ]
 """The figures a test is about, shown in the summary: (figure, format)."""
 
@@ -55,6 +56,7 @@ ORDER = [
     "test_gc",
     "test_injected_errors",
     "test_flow_control_kills",
+    "test_model_kills",
 ]
 
 
