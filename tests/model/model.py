@@ -21,8 +21,7 @@ code the engine runs) with a :class:`Ctx` and applies DESIGN.md §2 and §5 and 
 - **Attempts.** Counted at claim, reset by a commit that moves on. An exception retries
   the step (kind ``retry``) while ``attempt < max_attempts``; then ``on_error``'s outcome is
   committed as if returned (its kind; the exception stays the stored error, even for a
-  ``Fail``/``Cancel`` — as the engine does, where docs/outcomes.md says a Fail stores its
-  own reason: reported, not decided here), or the instance fails (kind
+  ``Fail``/``Cancel``, as docs/outcomes.md says), or the instance fails (kind
   ``error``, same version). ``RateLimited`` (returned or raised) commits ``rate_limited``
   and gives the attempt back (a returned one keeps in-place state changes, as the engine
   does; the workload makes none). A crash (a lost lease) uses the attempt and commits
