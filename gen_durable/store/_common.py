@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -91,26 +91,9 @@ def recordset_param(name: str, **columns: str) -> TableValuedAlias:
     return fn.table_valued(*cols).render_derived(name="t", with_types=True)
 
 
-def db_now(now: datetime | None) -> ColumnElement[datetime]:
-    """The database's ``now()``, or the test's override."""
-    return func.coalesce(literal(now, TSZ), func.now())
-
-
 def seconds(value: float | None) -> ColumnElement[timedelta]:
     """A bound interval parameter."""
     return literal(None if value is None else timedelta(seconds=value), Interval)
-
-
-def array(values: Sequence[Any], kind: str) -> ColumnElement[Any]:
-    """A typed array parameter (``kind`` names the element type)."""
-    return literal(list(values), ARRAY(_ARRAY_TYPES[kind]))
-
-
-def unnest(**columns: tuple[Sequence[Any], str]) -> TableValuedAlias:
-    """``unnest(:a, :b, ...) AS t(a, b, ...)``: parallel arrays as rows, one round trip."""
-    fn = func.unnest(*(array(values, kind) for values, kind in columns.values()))
-    cols = [column(name, _ARRAY_TYPES[kind]) for name, (_, kind) in columns.items()]
-    return fn.table_valued(*cols).render_derived(name="t")
 
 
 def run(

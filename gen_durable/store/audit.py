@@ -18,17 +18,31 @@ from sqlalchemy import (
     cast,
     func,
     insert,
-    literal,
     or_,
     select,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import array as pg_array
 
 from gen_durable import models, serialization
-from gen_durable.store._common import array, db_now, run
+from gen_durable.store._common import NOW, param, run
 
 A = models.audit
+
+
+_RECORD = (
+    insert(A)
+    .values(
+        at=NOW,
+        action=param("action", "text"),
+        target=param("target", "text"),
+        instance_id=param("instance_id", "bigint"),
+        actor=param("actor", "text"),
+        details=cast(param("details", "text"), JSONB),
+    )
+    .returning(A.c.id)
+)
 
 
 def record(
@@ -42,27 +56,35 @@ def record(
     now: datetime | None = None,
 ) -> int:
     """Write one audit row in the caller's transaction; returns its id."""
-    stmt = (
-        insert(A)
-        .values(
-            at=db_now(now),
-            action=action,
-            target=None if target is None else str(target),
-            instance_id=instance_id,
-            actor=actor,
-            details=None if details is None else literal(serialization.dumps(details)).cast(JSONB),
+    params = {
+        "action": action,
+        "target": None if target is None else str(target),
+        "instance_id": instance_id,
+        "actor": actor,
+        "details": None if details is None else serialization.dumps(details),
+        "now": now,
+    }
+    return int(run(conn, _RECORD, params).scalar_one())
+
+
+_KEY = param("key", "text")
+_COUNT = func.coalesce(cast(A.c.details.op("->>")(_KEY), BigInteger), 0)
+_ADD_COUNT = (
+    update(A)
+    .where(A.c.id == param("id", "bigint"))
+    .values(
+        details=func.jsonb_set(
+            func.coalesce(A.c.details, func.jsonb_build_object()),
+            pg_array([_KEY]),
+            func.to_jsonb(_COUNT + param("by", "bigint")),
         )
-        .returning(A.c.id)
     )
-    return int(run(conn, stmt).scalar_one())
+)
 
 
 def add_count(conn: Connection, audit_id: int, key: str, by: int) -> None:
     """Add ``by`` to the number under ``key`` in a row's details (a prune's running total)."""
-    current = func.coalesce(cast(A.c.details.op("->>")(key), BigInteger), 0)
-    details = func.coalesce(A.c.details, func.jsonb_build_object())
-    merged = func.jsonb_set(details, array([key], "text"), func.to_jsonb(current + by))
-    run(conn, update(A).where(A.c.id == audit_id).values(details=merged))
+    run(conn, _ADD_COUNT, {"id": audit_id, "key": key, "by": by})
 
 
 def listing(

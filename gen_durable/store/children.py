@@ -29,18 +29,16 @@ from sqlalchemy import (
     Row,
     and_,
     case,
-    cast,
     func,
     not_,
     or_,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
 from gen_durable import serialization, tracing
 from gen_durable.fsm import InsertSpec
-from gen_durable.store import inserts
+from gen_durable.store import inserts, instances
 from gen_durable.store._common import NOW, I, param, run, unnest_params
 from gen_durable.types import JSON
 
@@ -233,17 +231,7 @@ _LOCK_TREE = (
 _CANCEL = (
     update(I)
     .where(I.c.id == func.any(param("ids", "bigint", is_array=True)), I.c.finished_at.is_(None))
-    .values(
-        status="cancelled",
-        finished_at=NOW,
-        updated_at=NOW,
-        run_at=None,
-        lease_token=None,
-        lease_owner=None,
-        lease_expires_at=None,
-        await_names=None,
-        error=cast(param("error", "text"), JSONB),
-    )
+    .values(instances.CANCELLED)
     .returning(I.c.id, I.c.queue)
 )
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from gen_durable import models
-from gen_durable.store._common import db_now, run, seconds
+from gen_durable.store._common import NOW, param, run
 
 L = models.leaders
 T = models.cron_ticks
@@ -20,6 +20,18 @@ def database_now(conn: Connection) -> datetime:
     return value
 
 
+_LEASE = pg_insert(L).values(
+    name=param("name", "text"),
+    owner=param("owner", "text"),
+    expires_at=NOW + param("ttl", "interval"),
+)
+_CLAIM = _LEASE.on_conflict_do_update(
+    index_elements=[L.c.name],
+    set_={"owner": _LEASE.excluded.owner, "expires_at": _LEASE.excluded.expires_at},
+    where=(L.c.owner == _LEASE.excluded.owner) | (L.c.expires_at < NOW),
+).returning(L.c.owner)
+
+
 def claim_leadership(
     conn: Connection, name: str, owner: str, ttl_seconds: float, now: datetime | None
 ) -> bool:
@@ -28,27 +40,13 @@ def claim_leadership(
     Compare-and-set on the owner with a database-time expiry: no session advisory lock,
     so it works behind a transaction-pooling PgBouncer.
     """
-    t_now = db_now(now)
-    insert = pg_insert(L).values(name=name, owner=owner, expires_at=t_now + seconds(ttl_seconds))
-    stmt = insert.on_conflict_do_update(
-        index_elements=[L.c.name],
-        set_={"owner": insert.excluded.owner, "expires_at": insert.excluded.expires_at},
-        where=(L.c.owner == insert.excluded.owner) | (L.c.expires_at < t_now),
-    ).returning(L.c.owner)
-    return run(conn, stmt).scalar_one_or_none() == owner
+    params = {"name": name, "owner": owner, "ttl": timedelta(seconds=ttl_seconds), "now": now}
+    return run(conn, _CLAIM, params).scalar_one_or_none() == owner
 
 
 def resign(conn: Connection, name: str, owner: str) -> None:
     """Give leadership up at once (a clean shutdown)."""
     run(conn, delete(L).where(L.c.name == name, L.c.owner == owner))
-
-
-def leader_of(conn: Connection, name: str, now: datetime | None) -> str | None:
-    """The current, unexpired leader of ``name``."""
-    found: str | None = run(
-        conn, select(L.c.owner).where(L.c.name == name, L.c.expires_at > db_now(now))
-    ).scalar_one_or_none()
-    return found
 
 
 def last_ticks(conn: Connection, schedules: list[str]) -> dict[str, datetime]:

@@ -5,49 +5,43 @@ New rows are inserted by :mod:`gen_durable.store.inserts`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, case, cast, func, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 
-from gen_durable.store._common import (
-    FINISHED,
-    I,
-    S,
-    array,
-    db_now,
-    run,
-    seconds,
+from gen_durable.store._common import FINISHED, NOW, I, S, param, run, seconds
+
+_LIVE_BY_KEY = select(I.c.correlation_key, I.c.id).where(
+    I.c.correlation_key == func.any(param("keys", "text", is_array=True)),
+    I.c.finished_at.is_(None),
 )
 
 
 def live_ids_by_key(conn: Connection, keys: Sequence[str]) -> dict[str, int]:
     """The unfinished instance of each correlation key that has one."""
-    rows = run(
-        conn,
-        select(I.c.correlation_key, I.c.id).where(
-            I.c.correlation_key == func.any(array(keys, "text")), I.c.finished_at.is_(None)
-        ),
-    ).all()
+    rows = run(conn, _LIVE_BY_KEY, {"keys": list(keys)}).all()
     return {row.correlation_key: row.id for row in rows}
+
+
+_RECENTLY_FINISHED = (
+    select(I.c.correlation_key, func.max(I.c.id).label("id"))
+    .where(
+        I.c.correlation_key == func.any(param("keys", "text", is_array=True)),
+        I.c.finished_at.is_not(None),
+        I.c.finished_at > NOW - param("window", "interval"),
+    )
+    .group_by(I.c.correlation_key)
+)
 
 
 def recently_finished_by_key(
     conn: Connection, keys: Sequence[str], window_seconds: float, now: datetime | None
 ) -> dict[str, int]:
     """The newest instance of each key that finished within the last ``window_seconds``."""
-    newest = func.max(I.c.id).label("id")
-    rows = run(
-        conn,
-        select(I.c.correlation_key, newest)
-        .where(
-            I.c.correlation_key == func.any(array(keys, "text")),
-            I.c.finished_at.is_not(None),
-            I.c.finished_at > db_now(now) - seconds(window_seconds),
-        )
-        .group_by(I.c.correlation_key),
-    ).all()
+    params = {"keys": list(keys), "window": timedelta(seconds=window_seconds), "now": now}
+    rows = run(conn, _RECENTLY_FINISHED, params).all()
     return {row.correlation_key: row.id for row in rows}
 
 
@@ -65,14 +59,13 @@ def debounce(
     first inserted; ``state`` (JSON text) replaces its state when given. False if it
     has already started.
     """
-    t_now = db_now(now)
-    due = t_now + seconds(delay)
+    due = NOW + seconds(delay)
     if max_wait is not None:
         due = func.least(due, I.c.created_at + seconds(max_wait))
     values: dict[str, Any] = {
         "run_at": due,
-        "status": case((due > t_now, "scheduled"), else_="available"),
-        "updated_at": t_now,
+        "status": case((due > NOW, "scheduled"), else_="available"),
+        "updated_at": NOW,
     }
     if state is not None:
         values["state"] = cast(literal(state), JSONB)
@@ -87,7 +80,7 @@ def debounce(
         .values(**values)
         .returning(I.c.id)
     )
-    return run(conn, stmt).scalar_one_or_none() is not None
+    return run(conn, stmt, {"now": now}).scalar_one_or_none() is not None
 
 
 def lock_target(conn: Connection, target: int | str) -> Row[Any] | None:
@@ -125,26 +118,39 @@ def fetch_signals(conn: Connection, instance_id: int) -> Sequence[Row[Any]]:
     return run(conn, select(S).where(S.c.instance_id == instance_id).order_by(S.c.id)).all()
 
 
+CANCELLED: dict[str, Any] = {
+    "status": "cancelled",
+    "finished_at": NOW,
+    "updated_at": NOW,
+    "run_at": None,
+    "lease_token": None,
+    "lease_owner": None,
+    "lease_expires_at": None,
+    "await_names": None,
+    "error": cast(param("error", "text"), JSONB),
+}
+"""What a cancel writes: the row finishes, its lease and its awaits revoked (its error is
+the ``error`` parameter, JSON text)."""
+
+_CANCEL = (
+    update(I)
+    .where(I.c.id == param("id", "bigint"), I.c.finished_at.is_(None))
+    .values(CANCELLED)
+    .returning(I.c.id, I.c.queue)
+)
+
+
 def cancel(conn: Connection, instance_id: int, error: str, now: datetime | None) -> Row[Any] | None:
     """Cancel an unfinished instance and revoke its lease; None if it had finished."""
-    t_now = db_now(now)
-    stmt = (
-        update(I)
-        .where(I.c.id == instance_id, I.c.finished_at.is_(None))
-        .values(
-            status="cancelled",
-            finished_at=t_now,
-            updated_at=t_now,
-            run_at=None,
-            lease_token=None,
-            lease_owner=None,
-            lease_expires_at=None,
-            await_names=None,
-            error=cast(literal(error), JSONB),
-        )
-        .returning(I.c.id, I.c.queue)
-    )
-    return run(conn, stmt).one_or_none()
+    return run(conn, _CANCEL, {"id": instance_id, "error": error, "now": now}).one_or_none()
+
+
+_RETRY = (
+    update(I)
+    .where(I.c.id == param("id", "bigint"), I.c.status.in_(("failed", "cancelled")))
+    .values(status="available", attempt=0, run_at=NOW, finished_at=None, updated_at=NOW)
+    .returning(I.c.id, I.c.queue)
+)
 
 
 def retry(conn: Connection, instance_id: int, now: datetime | None) -> Row[Any] | None:
@@ -152,23 +158,11 @@ def retry(conn: Connection, instance_id: int, now: datetime | None) -> Row[Any] 
 
     What the step awaited stays: a step that failed with a pack gets the same pack again.
     """
-    t_now = db_now(now)
-    stmt = (
-        update(I)
-        .where(I.c.id == instance_id, I.c.status.in_(("failed", "cancelled")))
-        .values(
-            status="available",
-            attempt=0,
-            run_at=t_now,
-            finished_at=None,
-            updated_at=t_now,
-        )
-        .returning(I.c.id, I.c.queue)
-    )
-    return run(conn, stmt).one_or_none()
+    return run(conn, _RETRY, {"id": instance_id, "now": now}).one_or_none()
 
 
 __all__ = [
+    "CANCELLED",
     "FINISHED",
     "cancel",
     "debounce",

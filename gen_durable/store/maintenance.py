@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Row,
-    Select,
     case,
+    cast,
     delete,
     exists,
     func,
-    literal,
     or_,
     select,
     update,
@@ -24,9 +23,41 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from gen_durable import models
-from gen_durable.store._common import I, N, array, db_now, run, seconds
+from gen_durable.store._common import NOW, I, N, param, run
 
 H = models.history
+
+
+# The batch is a self-read of the updated table: an alias says so (the statement guard,
+# tests/test_statement_guard.py, refuses a bare one).
+_PENDING = I.alias("pending")
+_DUE = (
+    select(_PENDING.c.id)
+    .where(
+        _PENDING.c.status.in_(("scheduled", "awaiting")),
+        _PENDING.c.run_at.is_not(None),
+        _PENDING.c.run_at <= NOW,
+    )
+    .order_by(_PENDING.c.run_at)
+    .limit(param("limit", "int"))
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+_TIMED_OUT = I.c.status == "awaiting"
+_STAGE_DUE = (
+    update(I)
+    # ``= ANY(ARRAY(...))`` keeps primary-key lookups: an ``IN (subquery)`` of up to
+    # ``limit`` ids made the planner scan the whole table instead.
+    .where(I.c.id == func.any(func.array(_DUE)), I.c.status.in_(("scheduled", "awaiting")))
+    .values(
+        status="available",
+        step=case((_TIMED_OUT, func.coalesce(I.c.timeout_step, I.c.step)), else_=I.c.step),
+        await_names=case((_TIMED_OUT, None), else_=I.c.await_names),
+        timeout_step=None,
+        updated_at=NOW,
+    )
+    .returning(I.c.queue)
+)
 
 
 def stage_due(conn: Connection, limit: int, now: datetime | None) -> list[str]:
@@ -37,38 +68,51 @@ def stage_due(conn: Connection, limit: int, now: datetime | None) -> list[str]:
     flips the row to available first, or this statement does — never both. Returns the
     queue of each staged row.
     """
-    t_now = db_now(now)
-    # The batch is a self-read of the updated table: an alias says so (the statement guard,
-    # tests/test_statement_guard.py, refuses a bare one).
-    pending = I.alias("pending")
-    due = (
-        select(pending.c.id)
-        .where(
-            pending.c.status.in_(("scheduled", "awaiting")),
-            pending.c.run_at.is_not(None),
-            pending.c.run_at <= t_now,
-        )
-        .order_by(pending.c.run_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
+    return list(run(conn, _STAGE_DUE, {"limit": limit, "now": now}).scalars())
+
+
+_HELD = I.alias("held")  # a self-read of the updated table, so an alias
+_EXPIRED = (
+    select(_HELD.c.id)
+    .where(_HELD.c.status == "running", _HELD.c.lease_expires_at < NOW)
+    .limit(param("limit", "int"))
+    .with_for_update(skip_locked=True)
+    .scalar_subquery()
+)
+_EXHAUSTED = I.c.attempt >= I.c.max_attempts
+_LOST = func.jsonb_build_object(
+    "type",
+    "LeaseExpired",
+    "message",
+    func.concat(
+        "the worker running step ",
+        I.c.step,
+        " lost its lease (attempt ",
+        I.c.attempt,
+        " of ",
+        I.c.max_attempts,
+        ")",
+    ),
+    "step",
+    I.c.step,
+    "attempt",
+    I.c.attempt,
+)
+_REAP = (
+    update(I)
+    .where(I.c.id.in_(_EXPIRED), I.c.status == "running")
+    .values(
+        status=case((_EXHAUSTED, "failed"), else_="available"),
+        finished_at=case((_EXHAUSTED, NOW), else_=None),
+        run_at=case((_EXHAUSTED, None), else_=NOW),
+        error=_LOST,
+        updated_at=NOW,
+        lease_token=None,
+        lease_owner=None,
+        lease_expires_at=None,
     )
-    timed_out = I.c.status == "awaiting"
-    stmt = (
-        update(I)
-        # ``= ANY(ARRAY(...))`` keeps primary-key lookups: an ``IN (subquery)`` of up to
-        # ``limit`` ids made the planner scan the whole table instead.
-        .where(I.c.id == func.any(func.array(due)), I.c.status.in_(("scheduled", "awaiting")))
-        .values(
-            status="available",
-            step=case((timed_out, func.coalesce(I.c.timeout_step, I.c.step)), else_=I.c.step),
-            await_names=case((timed_out, None), else_=I.c.await_names),
-            timeout_step=None,
-            updated_at=t_now,
-        )
-        .returning(I.c.queue)
-    )
-    return list(run(conn, stmt).scalars())
+    .returning(I.c.id, I.c.status, I.c.queue, I.c.parent_id, I.c.concurrency_key)
+)
 
 
 def reap(conn: Connection, limit: int, now: datetime | None) -> Sequence[Row[Any]]:
@@ -78,67 +122,29 @@ def reap(conn: Connection, limit: int, now: datetime | None) -> Sequence[Row[Any
     children failed here against their parents in the same transaction
     (:func:`gen_durable.store.children.finish`).
     """
-    t_now = db_now(now)
-    held = I.alias("held")  # a self-read of the updated table, so an alias
-    expired = (
-        select(held.c.id)
-        .where(held.c.status == "running", held.c.lease_expires_at < t_now)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    exhausted = I.c.attempt >= I.c.max_attempts
-    lost = func.jsonb_build_object(
-        "type",
-        "LeaseExpired",
-        "message",
-        func.concat(
-            "the worker running step ",
-            I.c.step,
-            " lost its lease (attempt ",
-            I.c.attempt,
-            " of ",
-            I.c.max_attempts,
-            ")",
-        ),
-        "step",
-        I.c.step,
-        "attempt",
-        I.c.attempt,
-    )
-    stmt = (
-        update(I)
-        .where(I.c.id.in_(expired), I.c.status == "running")
-        .values(
-            status=case((exhausted, "failed"), else_="available"),
-            finished_at=case((exhausted, t_now), else_=None),
-            run_at=case((exhausted, None), else_=t_now),
-            error=lost,
-            updated_at=t_now,
-            lease_token=None,
-            lease_owner=None,
-            lease_expires_at=None,
-        )
-        .returning(I.c.id, I.c.status, I.c.queue, I.c.parent_id, I.c.concurrency_key)
-    )
-    return run(conn, stmt).all()
+    return run(conn, _REAP, {"limit": limit, "now": now}).all()
 
 
-def _garbage(retention_seconds: float, now: datetime | None) -> Select[tuple[int]]:
-    """Finished instances past retention, but never a child whose parent is unfinished.
+_AGED = I.alias("aged")
+_PARENT = I.alias("parent")
+_GARBAGE = select(_AGED.c.id).where(
+    _AGED.c.finished_at.is_not(None),
+    _AGED.c.finished_at < NOW - param("retention", "interval"),
+    or_(
+        _AGED.c.parent_id.is_(None),
+        ~exists().where(_PARENT.c.id == _AGED.c.parent_id, _PARENT.c.finished_at.is_(None)),
+    ),
+)
+"""Finished instances past retention, but never a child whose parent is unfinished.
 
-    Aliased: :func:`collect_garbage` reads it inside its DELETE of the same table.
-    """
-    aged = I.alias("aged")
-    parent = I.alias("parent")
-    return select(aged.c.id).where(
-        aged.c.finished_at.is_not(None),
-        aged.c.finished_at < db_now(now) - seconds(retention_seconds),
-        or_(
-            aged.c.parent_id.is_(None),
-            ~exists().where(parent.c.id == aged.c.parent_id, parent.c.finished_at.is_(None)),
-        ),
-    )
+Aliased: :data:`_COLLECT_GARBAGE` reads it inside its DELETE of the same table."""
+
+_VICTIMS = _GARBAGE.limit(param("limit", "int")).with_for_update(skip_locked=True).scalar_subquery()
+_GONE = delete(I).where(I.c.id.in_(_VICTIMS)).returning(I.c.id).cte("gone")
+# One statement: the history goes exactly with its instances (no foreign key to cascade).
+_GONE_HISTORY = delete(H).where(H.c.instance_id.in_(select(_GONE.c.id))).cte("history")
+_COLLECT_GARBAGE = select(func.count()).select_from(_GONE).add_cte(_GONE_HISTORY)
+_COUNT_GARBAGE = select(func.count()).select_from(_GARBAGE.subquery())
 
 
 def collect_garbage(
@@ -148,22 +154,28 @@ def collect_garbage(
 
     Never a child whose parent is unfinished. Returns how many instances were deleted.
     """
-    victims = (
-        _garbage(retention_seconds, now)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
-    gone = delete(I).where(I.c.id.in_(victims)).returning(I.c.id).cte("gone")
-    # One statement: the history goes exactly with its instances (no foreign key to cascade).
-    history = delete(H).where(H.c.instance_id.in_(select(gone.c.id))).cte("history")
-    return int(run(conn, select(func.count()).select_from(gone).add_cte(history)).scalar_one())
+    params = {"retention": timedelta(seconds=retention_seconds), "limit": limit, "now": now}
+    return int(run(conn, _COLLECT_GARBAGE, params).scalar_one())
 
 
 def count_garbage(conn: Connection, retention_seconds: float, now: datetime | None) -> int:
     """How many instances :func:`collect_garbage` would delete now, in all its batches."""
-    counted = select(func.count()).select_from(_garbage(retention_seconds, now).subquery())
-    return int(run(conn, counted).scalar_one())
+    params = {"retention": timedelta(seconds=retention_seconds), "now": now}
+    return int(run(conn, _COUNT_GARBAGE, params).scalar_one())
+
+
+_NEW_NODE = pg_insert(N).values(
+    id=param("id", "text"),
+    hostname=param("hostname", "text"),
+    pid=param("pid", "int"),
+    queues=cast(param("queues", "text"), JSONB),
+    fsms=param("fsms", "text", is_array=True),
+    started_at=NOW,
+    heartbeat_at=NOW,
+)
+_UPSERT_NODE = _NEW_NODE.on_conflict_do_update(
+    index_elements=[N.c.id], set_={"heartbeat_at": NOW, "fsms": _NEW_NODE.excluded.fsms}
+)
 
 
 def upsert_node(
@@ -176,25 +188,23 @@ def upsert_node(
     now: datetime | None,
 ) -> None:
     """Record (or refresh) a runner: its queues and the classes it knows."""
-    t_now = db_now(now)
-    stmt = pg_insert(N).values(
-        id=node_id,
-        hostname=hostname,
-        pid=pid,
-        queues=literal(json.dumps(queues)).cast(JSONB),
-        fsms=array(list(fsms), "text"),
-        started_at=t_now,
-        heartbeat_at=t_now,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[N.c.id], set_={"heartbeat_at": t_now, "fsms": stmt.excluded.fsms}
-    )
-    run(conn, stmt)
+    params = {
+        "id": node_id,
+        "hostname": hostname,
+        "pid": pid,
+        "queues": json.dumps(queues),
+        "fsms": list(fsms),
+        "now": now,
+    }
+    run(conn, _UPSERT_NODE, params)
+
+
+_TOUCH_NODE = update(N).where(N.c.id == param("id", "text")).values(heartbeat_at=NOW)
 
 
 def touch_node(conn: Connection, node_id: str, now: datetime | None) -> bool:
     """Refresh a runner's heartbeat; False if its row is gone (pruned as dead)."""
-    result = run(conn, update(N).where(N.c.id == node_id).values(heartbeat_at=db_now(now)))
+    result = run(conn, _TOUCH_NODE, {"id": node_id, "now": now})
     return result.rowcount > 0
 
 
@@ -203,9 +213,10 @@ def delete_node(conn: Connection, node_id: str) -> None:
     run(conn, delete(N).where(N.c.id == node_id))
 
 
+_PRUNE_NODES = delete(N).where(N.c.heartbeat_at < NOW - param("age", "interval"))
+
+
 def prune_nodes(conn: Connection, older_than_seconds: float, now: datetime | None) -> int:
     """Forget runners whose heartbeat is older than the given age."""
-    result = run(
-        conn, delete(N).where(N.c.heartbeat_at < db_now(now) - seconds(older_than_seconds))
-    )
+    result = run(conn, _PRUNE_NODES, {"age": timedelta(seconds=older_than_seconds), "now": now})
     return result.rowcount

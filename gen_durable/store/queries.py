@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, select
 
-from gen_durable.store._common import I, db_now, run
+from gen_durable.store._common import NOW, I, run
 
 
 def list_instances(
@@ -78,18 +78,19 @@ THROUGHPUT_WINDOWS = (1, 5, 15)
 """Minutes over which :func:`throughput` counts finished instances."""
 
 
+_WINDOWS = [
+    func.count().filter(I.c.finished_at > NOW - timedelta(minutes=m)).label(f"last_{m}m")
+    for m in THROUGHPUT_WINDOWS
+]
+_THROUGHPUT = (
+    select(I.c.queue, I.c.status, *_WINDOWS)
+    .where(I.c.finished_at > NOW - timedelta(minutes=max(THROUGHPUT_WINDOWS)))
+    .group_by(I.c.queue, I.c.status)
+    .order_by(I.c.queue, I.c.status)
+)
+
+
 def throughput(conn: Connection, now: datetime | None) -> Sequence[Row[Any]]:
     """Instances finished per queue and status over the last 1, 5 and 15 minutes (read
     through the index on ``finished_at``: the cost is the rows of the last 15 minutes)."""
-    t_now = db_now(now)
-    windows = [
-        func.count().filter(I.c.finished_at > t_now - timedelta(minutes=m)).label(f"last_{m}m")
-        for m in THROUGHPUT_WINDOWS
-    ]
-    stmt = (
-        select(I.c.queue, I.c.status, *windows)
-        .where(I.c.finished_at > t_now - timedelta(minutes=max(THROUGHPUT_WINDOWS)))
-        .group_by(I.c.queue, I.c.status)
-        .order_by(I.c.queue, I.c.status)
-    )
-    return run(conn, stmt).all()
+    return run(conn, _THROUGHPUT, {"now": now}).all()

@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, exists, func, select
+from sqlalchemy.dialects.postgresql import Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from gen_durable import models
-from gen_durable.store._common import I, db_now, param, run
+from gen_durable.store._common import NOW, I, param, run
 
 Q = models.queues
 
@@ -49,21 +50,26 @@ otherwise). Sent before the claim in the same transaction: the claim's snapshot,
 after the lock was granted, counts every running row the previous holder committed."""
 
 
+def _upsert(column: str, kind: str) -> Insert:
+    """Set one setting of a queue (``name``), creating its row if it has none."""
+    value = param(column, kind)
+    insert = pg_insert(Q).values({"name": param("name", "text"), column: value, "updated_at": NOW})
+    update = {column: value, "updated_at": NOW}
+    return insert.on_conflict_do_update(index_elements=[Q.c.name], set_=update)
+
+
+_SET_LIMIT = _upsert("concurrency_limit", "int")
+_SET_PAUSED = _upsert("paused", "bool")
+
+
 def set_limit(conn: Connection, name: str, limit: int | None, now: datetime | None) -> None:
     """Set (or, with None, remove) the global concurrency limit of a queue."""
-    _upsert(conn, name, {"concurrency_limit": limit}, now)
+    run(conn, _SET_LIMIT, {"name": name, "concurrency_limit": limit, "now": now})
 
 
 def set_paused(conn: Connection, name: str, paused: bool, now: datetime | None) -> None:
     """Pause or resume a queue (in the caller's transaction)."""
-    _upsert(conn, name, {"paused": paused}, now)
-
-
-def _upsert(conn: Connection, name: str, values: dict[str, Any], now: datetime | None) -> None:
-    t_now = db_now(now)
-    insert = pg_insert(Q).values(name=name, updated_at=t_now, **values)
-    update = {**values, "updated_at": t_now}
-    run(conn, insert.on_conflict_do_update(index_elements=[Q.c.name], set_=update))
+    run(conn, _SET_PAUSED, {"name": name, "paused": paused, "now": now})
 
 
 def settings(conn: Connection) -> Sequence[Row[Any]]:

@@ -16,7 +16,6 @@ from sqlalchemy import (
     cast,
     exists,
     func,
-    literal,
     not_,
     or_,
     select,
@@ -29,11 +28,26 @@ from gen_durable.store._common import (
     NOW,
     I,
     S,
-    db_now,
     param,
     recordset_param,
     run,
     unnest_params,
+)
+
+_INSERT_SIGNAL = (
+    pg_insert(S)
+    .values(
+        instance_id=param("instance_id", "bigint"),
+        name=param("name", "text"),
+        payload=cast(param("payload", "text"), JSONB),
+        idempotency_key=param("idempotency_key", "text"),
+        created_at=NOW,
+    )
+    .on_conflict_do_nothing(
+        index_elements=[S.c.instance_id, S.c.idempotency_key],
+        index_where=S.c.idempotency_key.is_not(None),
+    )
+    .returning(S.c.id)
 )
 
 
@@ -46,22 +60,14 @@ def insert_signal(
     now: datetime | None,
 ) -> tuple[int, bool]:
     """Store a signal; returns (signal id, duplicate) — a repeated idempotency key is kept once."""
-    stmt = (
-        pg_insert(S)
-        .values(
-            instance_id=instance_id,
-            name=name,
-            payload=cast(literal(payload), JSONB),
-            idempotency_key=idempotency_key,
-            created_at=db_now(now),
-        )
-        .on_conflict_do_nothing(
-            index_elements=[S.c.instance_id, S.c.idempotency_key],
-            index_where=S.c.idempotency_key.is_not(None),
-        )
-        .returning(S.c.id)
-    )
-    new_id = run(conn, stmt).scalar_one_or_none()
+    params = {
+        "instance_id": instance_id,
+        "name": name,
+        "payload": payload,
+        "idempotency_key": idempotency_key,
+        "now": now,
+    }
+    new_id = run(conn, _INSERT_SIGNAL, params).scalar_one_or_none()
     if new_id is not None:
         return new_id, False
     existing = run(
