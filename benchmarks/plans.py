@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 import gen_durable as durable
 from gen_durable import schema as gd_schema
 from gen_durable import store
-from gen_durable.decide import Transition
+from gen_durable.domain.decide import Transition
 
 BACKLOG = 10_000
 PARKED = 1_000

@@ -22,7 +22,7 @@ import gen_durable as durable
 from benchmarks import jobs
 from benchmarks.common import Bench, drain_runs
 from benchmarks.output import log, median
-from gen_durable.fsm import rate_bucket_of
+from gen_durable.domain.routing import rate_bucket_of
 
 SEED_SQL = Path(__file__).with_name("sql") / "seed_waiting.sql"
 

@@ -11,6 +11,7 @@ Markdown these are written in (:func:`markdown`, :func:`table`, :func:`code`, ..
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
 import json
 import re
@@ -123,6 +124,10 @@ def where(obj: Any) -> str:
     name = getattr(obj, "__qualname__", repr(obj))
     if getattr(gen_durable, name, None) is obj:
         return f"gen_durable.{name}"
+    # A module documented at a shorter path (a facade module) that re-exports it.
+    facade = obj.__module__.replace(".domain.", ".")
+    if facade != obj.__module__ and getattr(importlib.import_module(facade), name, None) is obj:
+        return f"{facade}.{name}"
     return f"{obj.__module__}.{name}"
 
 

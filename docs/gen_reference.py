@@ -5,10 +5,10 @@
 
 Every entry of the page comes from the objects it describes: signatures (types as written
 in the annotations), the ``Args:`` sections of docstrings, attribute docstrings (the
-class options of ``gen_durable.fsm.Definition``, ``FSM`` and ``Job``, and the limits),
-the click command tree of ``gen-durable``, and the environment variables the package
-reads (found in its source). A parameter or class option with no documentation stops the
-generator: document it where it is declared, not here.
+class options of ``gen_durable.domain.definitions.Definition``, ``FSM`` and ``Job``, and
+the limits), the click command tree of ``gen-durable``, and the environment variables the
+package reads (found in its source). A parameter or class option with no documentation
+stops the generator: document it where it is declared, not here.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ from typing import Any
 import click
 
 import gen_durable
-from gen_durable import api, fsm, models, runner, serialization
+from gen_durable import api, models, runner
 from gen_durable.cli import main as cli_main
-from gen_durable.cron import Cron
-from gen_durable.ratelimit import RateLimit
-from gen_durable.retry import Backoff
+from gen_durable.domain import definitions as fsm
+from gen_durable.domain import options, serialization
+from gen_durable.domain.cron import Cron
+from gen_durable.domain.ratelimit import RateLimit
+from gen_durable.domain.retry import Backoff
 
 # The helper module next to this script, also when the script is loaded by its path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -66,10 +68,12 @@ LIMITS: tuple[tuple[ModuleType, str], ...] = (
     (serialization, "MAX_SECONDS"),
     (serialization, "MAX_INT32"),
     (serialization, "MAX_ID"),
-    (fsm, "MAX_PRIORITY"),
+    (options, "MAX_PRIORITY"),
     (runner, "DEFAULT_MAX_CHILDREN"),
     (runner, "SERVICE_CONNECTIONS"),
 )
+# Modules documented at a shorter path than where they live.
+PUBLIC_PATHS = {"gen_durable.domain.serialization": "gen_durable.serialization"}
 # Commands whose options pass straight to the Runner parameter of the same name: an
 # option without help text of its own is documented by the Runner's.
 RUNNER_COMMANDS = frozenset({"run"})
@@ -194,7 +198,8 @@ def settings_section() -> list[str]:
         if not doc:
             raise Undocumented(f"{module.__name__}.{name} has no docstring")
         shown = code(value(getattr(module, name)))
-        rows.append((code(f"{module.__name__}.{name}"), shown, markdown(doc)))
+        path = PUBLIC_PATHS.get(module.__name__, module.__name__)
+        rows.append((code(f"{path}.{name}"), shown, markdown(doc)))
     lines += ["## Limits", "", *table(["constant", "value", "meaning"], rows), ""]
     return lines
 

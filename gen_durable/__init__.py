@@ -17,14 +17,25 @@ from gen_durable.api import (
     set_queue_limit,
     signal,
 )
-from gen_durable.context import Context
-from gen_durable.cron import Cron
+from gen_durable.domain.context import Context
+from gen_durable.domain.cron import Cron
+from gen_durable.domain.definitions import FSM, Job, step
+from gen_durable.domain.insert_spec import InsertSpec
+from gen_durable.domain.outcomes import (
+    KEEP,
+    Await,
+    Cancel,
+    Done,
+    Fail,
+    Next,
+    RateLimited,
+    Sleep,
+    Spawn,
+)
+from gen_durable.domain.ratelimit import RateLimit
+from gen_durable.domain.retry import Backoff
 from gen_durable.explanation import Explanation, explain
-from gen_durable.fsm import FSM, InsertSpec, Job, step
 from gen_durable.models import configure_schema, schema_name
-from gen_durable.outcomes import KEEP, Await, Cancel, Done, Fail, Next, RateLimited, Sleep, Spawn
-from gen_durable.ratelimit import RateLimit
-from gen_durable.retry import Backoff
 from gen_durable.runner import Runner
 from gen_durable.runtime.executor import StepReport
 from gen_durable.types import Child, InstanceSnapshot, Signal, SignalInfo, SignalResult, Status

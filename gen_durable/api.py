@@ -16,9 +16,11 @@ from typing import Any, Literal
 import attrs
 from sqlalchemy import Connection
 
-from gen_durable import events, faults, serialization, store, tracing
+from gen_durable import events, faults, store, tracing
+from gen_durable.domain import serialization
+from gen_durable.domain.definitions import Definition, resolve
+from gen_durable.domain.insert_spec import InsertSpec
 from gen_durable.errors import DuplicateInstance, InvalidTransition, NotFound, ValidationError
-from gen_durable.fsm import Definition, InsertSpec, resolve
 from gen_durable.operations import (
     cancel,
     get,

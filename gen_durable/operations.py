@@ -11,7 +11,8 @@ from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
-from gen_durable import serialization, store
+from gen_durable import store
+from gen_durable.domain import serialization
 from gen_durable.errors import DuplicateInstance, InvalidTransition, NotFound, ValidationError
 from gen_durable.targets import Bind, check_actor, check_target, connection, not_found
 from gen_durable.types import InstanceSnapshot, SignalInfo, Status

@@ -15,9 +15,11 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.pool import QueuePool
 
-from gen_durable import fsm as registry
-from gen_durable import models, schema, serialization, store
-from gen_durable.cron import Cron
+from gen_durable import models, schema, store
+from gen_durable.domain import definitions as registry
+from gen_durable.domain import serialization
+from gen_durable.domain.cron import Cron
+from gen_durable.domain.options import HISTORY_MODES, HistoryMode
 from gen_durable.errors import ConfigurationError, ValidationError
 from gen_durable.runtime.committer import Committer
 from gen_durable.runtime.dispatcher import Dispatcher
@@ -110,14 +112,14 @@ class Runner:
         max_children: int = DEFAULT_MAX_CHILDREN,
         cron: Iterable[Cron] = (),
         leader_ttl: float = 15.0,
-        history: registry.HistoryMode = "none",
+        history: HistoryMode = "none",
     ) -> None:
         self.queues = _validate_queues(queues if queues is not None else {"default": 10})
         if isinstance(max_children, bool) or not isinstance(max_children, int) or max_children < 1:
             raise ConfigurationError(f"max_children must be an int >= 1, got {max_children!r}")
-        if history not in registry.HISTORY_MODES:
+        if history not in HISTORY_MODES:
             raise ConfigurationError(
-                f"history must be one of {', '.join(registry.HISTORY_MODES)}, got {history!r}"
+                f"history must be one of {', '.join(HISTORY_MODES)}, got {history!r}"
             )
         _positive(lease=lease, poll_interval=poll_interval, gc_interval=gc_interval)
         _non_negative(grace=grace, gc_retention=gc_retention)

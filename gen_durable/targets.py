@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from gen_durable import serialization
+from gen_durable.domain import serialization
 from gen_durable.errors import ValidationError
 
 Bind = Session | Connection

@@ -24,9 +24,10 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
-from gen_durable import api, serialization, store
-from gen_durable import fsm as registry
-from gen_durable.decide import Transition
+from gen_durable import api, store
+from gen_durable.domain import definitions as registry
+from gen_durable.domain import serialization
+from gen_durable.domain.decide import Transition
 from gen_durable.errors import NotFound, ValidationError
 from gen_durable.runner import DEFAULT_MAX_CHILDREN
 from gen_durable.runtime import claiming

@@ -21,7 +21,7 @@ from sqlwatch import StatementCounter
 
 import gen_durable as durable
 from gen_durable import FSM, Await, Done, Job
-from gen_durable import serialization as ser
+from gen_durable.domain import serialization as ser
 from gen_durable.errors import DurableError
 
 EXAMPLES = settings(

@@ -14,8 +14,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 import gen_durable as durable
-from gen_durable import fsm
-from gen_durable.decide import Transition
+from gen_durable.domain import definitions as fsm
+from gen_durable.domain import registry
+from gen_durable.domain.decide import Transition
 
 T = TypeVar("T")
 TESTS = Path(__file__).parent
@@ -74,7 +75,7 @@ def forget_classes(module: str) -> None:
     """Unregister the FSM and Job classes defined in ``module`` (for tests that define many)."""
     for name, cls in fsm.registered().items():
         if cls.__module__ == module:
-            fsm._registry.pop(name, None)
+            registry.forget(name)
 
 
 def backend_waiting_on_lock(engine: Engine, timeout: float = 10.0) -> None:

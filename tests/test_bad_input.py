@@ -40,7 +40,7 @@ from support import snapshot
 
 import gen_durable as durable
 from gen_durable import FSM, Done
-from gen_durable import serialization as ser
+from gen_durable.domain import serialization as ser
 from gen_durable.errors import (
     ConfigurationError,
     InvalidPayload,

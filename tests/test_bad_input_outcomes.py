@@ -33,9 +33,9 @@ from support import snapshot, wait_status
 
 import gen_durable as durable
 from gen_durable import FSM, Await, Cron, Done, Next, RateLimit, Runner, Sleep, Spawn
-from gen_durable import serialization as ser
+from gen_durable.domain import serialization as ser
+from gen_durable.domain.outcomes import Cancel, Fail, RateLimited
 from gen_durable.errors import DefinitionError, ValidationError
-from gen_durable.outcomes import Cancel, Fail, RateLimited
 from gen_durable.testing import drain
 
 BLOB = "GROW" * (ser.DEFAULT_PAYLOAD_LIMIT // 4 + 1)

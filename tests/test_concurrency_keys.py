@@ -23,7 +23,7 @@ from support import (
 
 import gen_durable as durable
 from gen_durable import FSM, Done, Job, Runner, store
-from gen_durable.decide import Transition
+from gen_durable.domain.decide import Transition
 from gen_durable.errors import ValidationError
 
 FAST = {"lease": 5.0, "poll_interval": 0.1, "grace": 2.0}

@@ -20,7 +20,7 @@ from support import scalar, transition_for, wait_status
 
 import gen_durable as durable
 from gen_durable import FSM, Await, Done, Fail, Job, Next, Runner, store
-from gen_durable.decide import Transition
+from gen_durable.domain.decide import Transition
 from gen_durable.errors import ConfigurationError, DefinitionError
 from gen_durable.store.history import MAX_ERROR_CHARS, clip, error_text
 from gen_durable.testing import drain

@@ -24,7 +24,7 @@ from support import transition_for
 
 import gen_durable as durable
 from gen_durable import Job, store
-from gen_durable.decide import Transition
+from gen_durable.domain.decide import Transition
 
 FINISHED = 50_000
 SCHEDULED = 50_000

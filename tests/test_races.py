@@ -13,7 +13,7 @@ from support import backend_waiting_on_lock, scalar, snapshot, transition_for
 
 import gen_durable as durable
 from gen_durable import FSM, Await, Done, store
-from gen_durable.decide import Transition
+from gen_durable.domain.decide import Transition
 
 
 class Parked(FSM):

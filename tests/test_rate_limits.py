@@ -15,7 +15,7 @@ from support import scalar, snapshot, wait_until
 
 import gen_durable as durable
 from gen_durable import FSM, Done, Job, RateLimit, RateLimited, Runner, store
-from gen_durable.decide import Route, StepSnapshot, decide
+from gen_durable.domain.decide import Route, StepSnapshot, decide
 from gen_durable.errors import DefinitionError, RateLimitedError, ValidationError
 
 FAST = {"lease": 5.0, "poll_interval": 0.1, "grace": 2.0}

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from gen_durable import store
-from gen_durable.decide import Transition
+from gen_durable.domain.decide import Transition
 from gen_durable.store.transitions import Committed
 
 log = logging.getLogger("gen_durable.runtime")

@@ -19,11 +19,12 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from gen_durable import events, faults, serialization, store, tracing
-from gen_durable import fsm as registry
+from gen_durable import events, faults, store, tracing
 from gen_durable.clock import monotonic
-from gen_durable.context import Context
-from gen_durable.decide import (
+from gen_durable.domain import definitions as registry
+from gen_durable.domain import routing, serialization
+from gen_durable.domain.context import Context
+from gen_durable.domain.decide import (
     UNROUTED,
     Failure,
     Route,
@@ -33,9 +34,10 @@ from gen_durable.decide import (
     decide,
     outcome_state,
 )
+from gen_durable.domain.options import HistoryMode
+from gen_durable.domain.outcomes import OUTCOME_TYPES, Done, Outcome, RateLimited
+from gen_durable.domain.retry import backoff_delay
 from gen_durable.errors import InvalidOutcome, RateLimitedError, shown
-from gen_durable.outcomes import OUTCOME_TYPES, Done, Outcome, RateLimited
-from gen_durable.retry import backoff_delay
 from gen_durable.runtime.committer import Committer
 from gen_durable.runtime.inflight import Inflight, Lease
 from gen_durable.store.transitions import Committed
@@ -98,7 +100,7 @@ class Executor:
         on_committed: Callable[[list[Committed]], None],
         observer: Observer | None = None,
         max_children: int | None = None,
-        history: registry.HistoryMode = "none",
+        history: HistoryMode = "none",
     ) -> None:
         self._engine = engine
         self._history = history
@@ -390,8 +392,8 @@ def _router(
 
     def route(step: str) -> Route:
         try:
-            bucket = registry.rate_bucket_of(cls, step, state)
-            rekey, key = registry.next_concurrency_key(
+            bucket = routing.rate_bucket_of(cls, step, state)
+            rekey, key = routing.next_concurrency_key(
                 cls, claimed.concurrency_key, claimed.state, state
             )
         except Exception:

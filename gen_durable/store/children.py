@@ -36,8 +36,9 @@ from sqlalchemy import (
     update,
 )
 
-from gen_durable import serialization, tracing
-from gen_durable.fsm import InsertSpec
+from gen_durable import tracing
+from gen_durable.domain import serialization
+from gen_durable.domain.insert_spec import InsertSpec
 from gen_durable.store import inserts, instances
 from gen_durable.store._common import NOW, I, param, run, unnest_params
 from gen_durable.types import JSON

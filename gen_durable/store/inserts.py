@@ -1,7 +1,7 @@
 """New rows: one INSERT builder for every way an instance is born.
 
 ``insert``, ``insert_all``, signal-with-start, cron and a Spawn's children all hand over
-:class:`~gen_durable.fsm.InsertSpec` records. The statements' columns come from the
+:class:`~gen_durable.domain.insert_spec.InsertSpec` records. The statements' columns come from the
 record's fields (those marked with a column kind) plus ``fsm`` and ``step``; the rows
 travel as one JSON parameter (``json_to_recordset``), each state as jsonb inside it.
 """
@@ -17,7 +17,7 @@ import attrs
 from sqlalchemy import Connection, Row, case, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from gen_durable.fsm import InsertSpec
+from gen_durable.domain.insert_spec import InsertSpec
 from gen_durable.store import notify
 from gen_durable.store._common import INSTANCE_IDS, NOW, TSZ, ZERO, I, param, recordset_param, run
 

@@ -15,9 +15,10 @@ from typing import Any
 from sqlalchemy import Connection, Row, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from gen_durable import fsm as registry
 from gen_durable import models
-from gen_durable.ratelimit import RateLimit, refill, wait_for
+from gen_durable.domain import definitions as registry
+from gen_durable.domain import routing
+from gen_durable.domain.ratelimit import RateLimit, refill, wait_for
 from gen_durable.store._common import NOW, I, param, run, unnest_params
 
 B = models.rate_buckets
@@ -53,7 +54,7 @@ _DEFER = (
 
 def _limit(row: Row[Any]) -> RateLimit | None:
     cls = registry.lookup(row.fsm)
-    return registry.rate_limit_of(cls, row.step) if cls is not None else None
+    return routing.rate_limit_of(cls, row.step) if cls is not None else None
 
 
 def admit(conn: Connection, candidates: Sequence[Row[Any]], now: datetime | None) -> list[int]:

@@ -16,8 +16,9 @@ import attrs
 from sqlalchemy import Connection, Text, case, cast, func, literal, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from gen_durable import faults, serialization
-from gen_durable.decide import Transition
+from gen_durable import faults
+from gen_durable.domain import serialization
+from gen_durable.domain.decide import Transition
 from gen_durable.store import _fast, concurrency, inserts, ratelimits
 from gen_durable.store import children as child_sql
 from gen_durable.store import history as history_sql

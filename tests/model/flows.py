@@ -133,8 +133,8 @@ def _child_spec(spec: dict[str, Any], parent_key: str) -> durable.InsertSpec:
     key = parent_key if script.get("dup") else script["key"]
     if spec["cls"] == Task.name:
         return Task.new(args=script, correlation_key=key)
-    return durable.fsm.resolve(spec["cls"]).new(
-        state={"script": script, "seen": []}, correlation_key=key
+    return durable.InsertSpec.build(
+        spec["cls"], state={"script": script, "seen": []}, correlation_key=key
     )
 
 

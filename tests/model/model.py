@@ -57,8 +57,7 @@ from typing import Any
 
 import attrs
 
-from gen_durable.errors import InvalidOutcome, RateLimitedError
-from gen_durable.outcomes import (
+from gen_durable.domain.outcomes import (
     KEEP,
     OUTCOME_TYPES,
     Await,
@@ -70,7 +69,8 @@ from gen_durable.outcomes import (
     Sleep,
     Spawn,
 )
-from gen_durable.retry import backoff_delay
+from gen_durable.domain.retry import backoff_delay
+from gen_durable.errors import InvalidOutcome, RateLimitedError
 from model.records import (
     Child,
     ChildOutcome,

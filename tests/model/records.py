@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from gen_durable import fsm as registry
+from gen_durable.domain import definitions as registry
 
 
 class Diverged(Exception):

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gen_durable import fsm
-from gen_durable.decide import (
+from gen_durable.domain import registry
+from gen_durable.domain.decide import (
     UNROUTED,
     Failure,
     Route,
@@ -22,9 +22,20 @@ from gen_durable.decide import (
     decide,
     outcome_state,
 )
+from gen_durable.domain.definitions import Job
+from gen_durable.domain.insert_spec import InsertSpec
+from gen_durable.domain.outcomes import (
+    KEEP,
+    Await,
+    Cancel,
+    Done,
+    Fail,
+    Next,
+    RateLimited,
+    Sleep,
+    Spawn,
+)
 from gen_durable.errors import DurableError, InvalidOutcome
-from gen_durable.fsm import InsertSpec, Job
-from gen_durable.outcomes import KEEP, Await, Cancel, Done, Fail, Next, RateLimited, Sleep, Spawn
 
 FINISHED_STATUSES = {"done", "failed", "cancelled"}
 READY = {"available", "scheduled"}
@@ -47,7 +58,7 @@ def specs() -> Iterator[tuple[InsertSpec, ...]]:
             return None
 
     yield tuple(Child.new(args={"n": n}) for n in range(3))
-    fsm._registry.pop(CHILD_NAME, None)
+    registry.forget(CHILD_NAME)
 
 
 # --- strategies -------------------------------------------------------------------

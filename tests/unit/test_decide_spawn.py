@@ -8,10 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gen_durable.decide import Failure, StepSnapshot, decide, outcome_state
+from gen_durable.domain.decide import Failure, StepSnapshot, decide, outcome_state
+from gen_durable.domain.definitions import Job
+from gen_durable.domain.insert_spec import InsertSpec
+from gen_durable.domain.outcomes import KEEP, OUTCOME_TYPES, Next, Spawn
 from gen_durable.errors import InvalidOutcome, UnknownClass, ValidationError
-from gen_durable.fsm import InsertSpec, Job
-from gen_durable.outcomes import KEEP, OUTCOME_TYPES, Next, Spawn
 
 
 class Leaf(Job):

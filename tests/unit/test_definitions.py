@@ -14,10 +14,10 @@ import attrs
 import pytest
 from support import forget_classes
 
-from gen_durable.context import Context
+from gen_durable.domain.context import Context
+from gen_durable.domain.definitions import FSM, Job, lookup, registered, resolve, step
+from gen_durable.domain.outcomes import Done, Next
 from gen_durable.errors import DefinitionError, InvalidState, UnknownClass
-from gen_durable.fsm import FSM, Job, lookup, registered, resolve, step
-from gen_durable.outcomes import Done, Next
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -18,7 +18,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support import forget_classes
 
-from gen_durable import fsm
+from gen_durable.domain import routing
+from gen_durable.domain.definitions import FSM, Job, lookup, registered, resolve
+from gen_durable.domain.insert_spec import InsertSpec
+from gen_durable.domain.retry import Backoff
 from gen_durable.errors import (
     DefinitionError,
     InvalidPayload,
@@ -26,8 +29,6 @@ from gen_durable.errors import (
     UnknownClass,
     ValidationError,
 )
-from gen_durable.fsm import FSM, InsertSpec, Job, lookup, registered, resolve
-from gen_durable.retry import Backoff
 
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -385,7 +386,7 @@ def test_a_derived_concurrency_key_is_recomputed_and_a_given_one_stays() -> None
             return None
 
     def move(held: str | None, before: int, after: int) -> tuple[bool, str | None]:
-        return fsm.next_concurrency_key(Account, held, {"account": before}, {"account": after})
+        return routing.next_concurrency_key(Account, held, {"account": before}, {"account": after})
 
     assert move("account:1", 1, 2) == (True, "account:2")
     assert move("account:1", 1, 1) == (False, "account:1")
@@ -400,4 +401,4 @@ def test_a_derived_concurrency_key_is_recomputed_and_a_given_one_stays() -> None
         def perform(self, args: Any) -> None:
             return None
 
-    assert fsm.next_concurrency_key(Plain, "given", None, None) == (False, None)
+    assert routing.next_concurrency_key(Plain, "given", None, None) == (False, None)

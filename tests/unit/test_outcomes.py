@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gen_durable import fsm
-from gen_durable.errors import ValidationError
-from gen_durable.fsm import InsertSpec, Job
-from gen_durable.outcomes import (
+from gen_durable.domain import registry
+from gen_durable.domain.definitions import Job
+from gen_durable.domain.insert_spec import InsertSpec
+from gen_durable.domain.outcomes import (
     KEEP,
     OUTCOME_TYPES,
     Await,
@@ -29,7 +29,8 @@ from gen_durable.outcomes import (
     Sleep,
     Spawn,
 )
-from gen_durable.serialization import MAX_INT32, MAX_SECONDS
+from gen_durable.domain.serialization import MAX_INT32, MAX_SECONDS
+from gen_durable.errors import ValidationError
 
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
 NAIVE = datetime(2030, 1, 1)
@@ -46,7 +47,7 @@ def child() -> Iterator[type[Job]]:
             return None
 
     yield Child
-    fsm._registry.pop(CHILD_NAME, None)
+    registry.forget(CHILD_NAME)
 
 
 # --- KEEP ---------------------------------------------------------------------------

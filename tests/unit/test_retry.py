@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gen_durable.domain.retry import Backoff, backoff_delay
 from gen_durable.errors import DefinitionError
-from gen_durable.retry import Backoff, backoff_delay
 
 bases = st.floats(min_value=0, max_value=1e4, allow_nan=False)
 factors = st.floats(min_value=1, max_value=10, allow_nan=False)

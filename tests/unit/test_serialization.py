@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gen_durable import serialization
+from gen_durable.domain import serialization
+from gen_durable.domain.serialization import dumps, structure, unstructure, validate_state
 from gen_durable.errors import InvalidPayload, InvalidState, ValidationError
-from gen_durable.serialization import dumps, structure, unstructure, validate_state
 
 
 @attrs.define

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy import Engine
 
 from gen_durable import api, store
-from gen_durable.cron import Cron
+from gen_durable.domain.cron import Cron
 from gen_durable.runtime.service import Service
 
 log = logging.getLogger("gen_durable.runtime")

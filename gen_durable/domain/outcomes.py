@@ -14,9 +14,9 @@ from typing import Any, Final, Literal, TypeAlias
 
 import attrs
 
-from gen_durable import serialization
+from gen_durable.domain import serialization
+from gen_durable.domain.insert_spec import InsertSpec
 from gen_durable.errors import ValidationError
-from gen_durable.fsm import InsertSpec
 from gen_durable.types import JSON
 
 

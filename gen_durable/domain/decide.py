@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 import attrs
 
-from gen_durable.errors import InvalidOutcome, shown
-from gen_durable.fsm import HistoryMode, InsertSpec
-from gen_durable.outcomes import (
+from gen_durable.domain.insert_spec import InsertSpec
+from gen_durable.domain.options import HistoryMode
+from gen_durable.domain.outcomes import (
     KEEP,
     Await,
     Cancel,
@@ -28,6 +28,7 @@ from gen_durable.outcomes import (
     Sleep,
     Spawn,
 )
+from gen_durable.errors import InvalidOutcome, shown
 from gen_durable.types import FINISHED, JSON
 
 Kind = Literal[

@@ -15,9 +15,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import attrs
 from cronsim import CronSim, CronSimError
 
-from gen_durable import serialization
+from gen_durable.domain import serialization
+from gen_durable.domain.definitions import Definition, resolve
+from gen_durable.domain.insert_spec import InsertSpec
 from gen_durable.errors import ValidationError
-from gen_durable.fsm import Definition, InsertSpec, resolve
 
 CatchUp = Literal["skip", "last"]
 

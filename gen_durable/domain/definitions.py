@@ -1,7 +1,8 @@
-"""Definitions: FSM and Job base classes, the ``@step`` marker, insert specs, registry.
+"""Definitions: the FSM and Job base classes and the ``@step`` marker.
 
-A class registers itself under its stable ``name`` when it is defined, so the engine,
-the CLI and upgrade checks know every step of every class.
+A class registers itself under its stable ``name`` when it is defined
+(:mod:`gen_durable.domain.registry`), so the engine, the CLI and upgrade checks know every
+step of every class.
 """
 
 from __future__ import annotations
@@ -10,31 +11,28 @@ import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import attrs
 
-from gen_durable import serialization
-from gen_durable.errors import DefinitionError, UnknownClass, ValidationError
-from gen_durable.ratelimit import RateLimit
-from gen_durable.retry import Backoff, BackoffSpec
-from gen_durable.types import JSON
-
-if TYPE_CHECKING:
-    from gen_durable.context import Context
-    from gen_durable.outcomes import Outcome
+from gen_durable.domain import registry, serialization
+from gen_durable.domain.context import Context
+from gen_durable.domain.insert_spec import InsertSpec
+from gen_durable.domain.options import (
+    DEFAULT_QUEUE,
+    HISTORY_MODES,
+    HistoryMode,
+    check_attempts,
+    check_limit,
+    check_priority,
+)
+from gen_durable.domain.outcomes import Outcome
+from gen_durable.domain.ratelimit import RateLimit
+from gen_durable.domain.retry import Backoff, BackoffSpec
+from gen_durable.errors import DefinitionError, ValidationError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEFAULT_QUEUE = "default"
-MAX_PRIORITY = 9
-"""The largest ``priority``: priorities run from 0 (claimed first) to 9."""
-
-HistoryMode = Literal["all", "errors", "none"]
-HISTORY_MODES: tuple[HistoryMode, ...] = ("all", "errors", "none")
-"""What the transition history records: every transition, failing ones, or nothing."""
-
-_registry: dict[str, type[Definition]] = {}
 _RESERVED: frozenset[str] = frozenset()  # filled in below, once Definition exists
 
 
@@ -91,7 +89,7 @@ class Definition:
             serialization.check_text(cls.name, "name")
         except ValidationError as exc:
             raise DefinitionError(f"{cls.__qualname__}: {exc}") from None
-        _register(cls)
+        registry.register(cls)
 
     @classmethod
     def _gd_configure(cls) -> None:
@@ -248,194 +246,11 @@ class Job(Definition):
         return perform(ctx.state)
 
 
-@attrs.frozen
-class InsertSpec:
-    """One instance to insert: built by ``Cls.new(...)``, validated when built.
-
-    It is the new row's one record, from ``Cls.new``/``insert``/``Spawn``/cron down to the
-    INSERT: the storage layer takes its statement's columns from the fields marked with a
-    column kind (``metadata["column"]``) and from :attr:`fsm` and :attr:`step`, so a new
-    column that insert writes is one field here.
-    """
-
-    cls: type[Definition]
-    state: JSON = attrs.field(metadata={"column": "jsonb"})
-    correlation_key: str | None = attrs.field(metadata={"column": "text"})
-    queue: str = attrs.field(metadata={"column": "text"})
-    priority: int = attrs.field(metadata={"column": "int"})
-    delay: float | None = attrs.field(metadata={"column": "float"})
-    """Seconds from the database's now until it may run (the INSERT turns it into run_at)."""
-    run_at: datetime | None = attrs.field(metadata={"column": "tsz"})
-    max_attempts: int = attrs.field(metadata={"column": "int"})
-    concurrency_key: str | None = attrs.field(default=None, metadata={"column": "text"})
-    concurrency_limit: int | None = attrs.field(default=None, metadata={"column": "int"})
-    rate_key: str | None = attrs.field(default=None, metadata={"column": "text"})
-    rate_weight: float | None = attrs.field(default=None, metadata={"column": "float"})
-    parent_id: int | None = attrs.field(default=None, metadata={"column": "bigint"})
-    """Set by the commit of the Spawn that inserts it as a child."""
-    trace_context: str | None = attrs.field(default=None, metadata={"column": "text"})
-    """The span that inserted it (tracing on): its steps' spans continue that trace."""
-
-    @property
-    def fsm(self) -> str:
-        """The class's registry name (the ``fsm`` column)."""
-        return self.cls.name
-
-    @property
-    def step(self) -> str:
-        """The step the instance starts at."""
-        return self.cls._gd_initial
-
-    @classmethod
-    def build(
-        cls,
-        definition: type[Definition] | str,
-        *,
-        state: Any = None,
-        args: Any = None,
-        correlation_key: str | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        delay: float | None = None,
-        run_at: datetime | None = None,
-        max_attempts: int | None = None,
-        concurrency_key: str | None = None,
-        concurrency_limit: int | None = None,
-    ) -> InsertSpec:
-        """Validate every option and the state/args against the class's type."""
-        target = resolve(definition)
-        if state is not None and args is not None:
-            raise ValidationError("give state= or args=, not both")
-        if target._gd_kind == "job" and state is not None:
-            raise ValidationError(f"{target.name} is a Job: pass args=, not state=")
-        if target._gd_kind == "fsm" and args is not None:
-            raise ValidationError(f"{target.name} is an FSM: pass state=, not args=")
-        value = state if state is not None else args
-        type_ = target._gd_state_type
-        if value is None:
-            value = {}  # typed: built from no fields, or InvalidState names the missing ones
-        what = "args" if target._gd_kind == "job" else "state"
-        data = serialization.validate_state(value, type_, what)
-        if correlation_key is not None:
-            serialization.check_text(correlation_key, "correlation_key")
-        queue = serialization.check_text(target.queue if queue is None else queue, "queue")
-        priority = target.priority if priority is None else priority
-        _check_priority(priority)
-        if delay is not None and run_at is not None:
-            raise ValidationError("give delay= or run_at=, not both")
-        if delay is not None and not serialization.is_seconds(delay):
-            raise ValidationError(
-                f"delay must be seconds from 0 to {serialization.MAX_SECONDS:.0f}, got {delay!r}"
-            )
-        if run_at is not None and not serialization.is_moment(run_at):
-            raise ValidationError("run_at must be a timezone-aware datetime in years 1 to 9999")
-        attempts = target.max_attempts if max_attempts is None else max_attempts
-        _check_attempts(attempts)
-        if concurrency_key is None:
-            concurrency_key = concurrency_key_of(target, data)
-        else:
-            serialization.check_text(concurrency_key, "concurrency_key")
-        limit = target.concurrency_limit if concurrency_limit is None else concurrency_limit
-        _check_limit(limit)
-        bucket = rate_bucket_of(target, target._gd_initial, data)
-        return cls(
-            cls=target,
-            state=data,
-            correlation_key=correlation_key,
-            queue=queue,
-            priority=priority,
-            delay=float(delay) if delay is not None else None,
-            run_at=run_at,
-            max_attempts=attempts,
-            concurrency_key=concurrency_key,
-            concurrency_limit=limit if concurrency_key is not None else None,
-            rate_key=bucket[0] if bucket else None,
-            rate_weight=bucket[1] if bucket else None,
-        )
-
-
-def concurrency_key_of(cls: type[Definition], state: JSON) -> str | None:
-    """The concurrency key the class's ``concurrency_key`` function gives for ``state``."""
-    function = cls.__dict__.get("concurrency_key") or getattr(cls, "concurrency_key", None)
-    if function is None:
-        return None
-    typed = serialization.structure(state, cls._gd_state_type)
-    try:
-        key = function(typed)
-    except Exception as exc:
-        raise ValidationError(f"{cls.name}.concurrency_key failed: {exc!r}") from exc
-    if key is None:
-        return None
-    return serialization.check_text(key, f"the key {cls.name}.concurrency_key returned")
-
-
-def next_concurrency_key(
-    cls: type[Definition], held: str | None, before: JSON, after: JSON
-) -> tuple[bool, str | None]:
-    """Whether a transition from state ``before`` to ``after`` moves the instance to another
-    concurrency key, and to which: (changed, key).
-
-    Only a key the class's ``concurrency_key`` function gave is recomputed, like a rate
-    limit's partition. A key given to ``insert()`` — one the function does not give for
-    ``before`` — stays for the instance's whole life. Raises :class:`ValidationError` when
-    the function fails on ``after``.
-    """
-    if getattr(cls, "concurrency_key", None) is None:
-        return False, None
-    try:
-        derived = concurrency_key_of(cls, before) == held
-    except ValidationError:  # a function that fails on the old state never gave its key
-        derived = False
-    if not derived:
-        return False, None
-    key = concurrency_key_of(cls, after)
-    return key != held, key
-
-
-def rate_limit_of(cls: type[Definition], step: str) -> RateLimit | None:
-    """The rate limit step ``step`` of ``cls`` takes from, if any."""
-    return cls.rate_limits.get(step) or cls.rate_limit
-
-
-def rate_bucket_of(cls: type[Definition], step: str, state: JSON) -> tuple[str, float] | None:
-    """(bucket key, weight) of step ``step`` for ``state``, or None when unlimited.
-
-    A class-wide limit is one bucket for all steps; a per-step limit has its own. A
-    partition adds a bucket per partition value.
-    """
-    limit = rate_limit_of(cls, step)
-    if limit is None:
-        return None
-    typed = serialization.structure(state, cls._gd_state_type)
-    scope = step if step in cls.rate_limits else "*"
-    key = f"{cls.name}:{scope}:{limit.partition_of(typed)}"
-    return serialization.check_text(key, "the rate limit bucket key"), limit.weight_of(typed)
-
-
-def _check_limit(value: object) -> None:
-    if not serialization.is_count(value):
-        raise ValidationError(
-            f"concurrency_limit must be an int from 1 to {serialization.MAX_INT32}, got {value!r}"
-        )
-
-
-def _check_priority(value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PRIORITY:
-        raise ValidationError(f"priority must be an int from 0 to {MAX_PRIORITY}, got {value!r}")
-
-
-def _check_attempts(value: object) -> None:
-    if not serialization.is_count(value):
-        raise ValidationError(
-            f"max_attempts must be an int from 1 to {serialization.MAX_INT32}, got {value!r}"
-        )
-
-
 def _validate_options(cls: type[Definition]) -> None:
     try:
-        _check_priority(cls.priority)
-        _check_attempts(cls.max_attempts)
-        _check_limit(cls.concurrency_limit)
+        check_priority(cls.priority)
+        check_attempts(cls.max_attempts)
+        check_limit(cls.concurrency_limit)
     except ValidationError as exc:
         raise DefinitionError(f"{cls.__qualname__}: {exc}") from None
     try:
@@ -488,43 +303,23 @@ def _member_names(cls: type) -> Iterator[str]:
                 yield name
 
 
-def _register(cls: type[Definition]) -> None:
-    existing = _registry.get(cls.name)
-    if (
-        existing is not None
-        and existing is not cls
-        and (
-            existing.__module__,
-            existing.__qualname__,
-        )
-        != (cls.__module__, cls.__qualname__)
-    ):
-        raise DefinitionError(
-            f"registry name {cls.name!r} is taken by {existing.__module__}.{existing.__qualname__}"
-        )
-    _registry[cls.name] = cls
-
-
 def resolve(definition: type[Definition] | str) -> type[Definition]:
     """The registered class for a class or registry name; raises :class:`UnknownClass`."""
-    if isinstance(definition, str):
-        found = _registry.get(definition)
-        if found is None:
-            raise UnknownClass(f"no FSM or Job is registered as {definition!r}")
-        return found
-    if not isinstance(definition, type) or not issubclass(definition, Definition):
-        raise UnknownClass(f"{definition!r} is not an FSM or Job class")
-    name = getattr(definition, "name", None)
-    if name is None or _registry.get(name) is not definition:
-        raise UnknownClass(f"{definition.__qualname__} is not a registered FSM or Job")
-    return definition
+    return _defined(registry.resolve(definition))
 
 
 def lookup(name: str) -> type[Definition] | None:
     """The class registered under ``name``, or None."""
-    return _registry.get(name)
+    found = registry.lookup(name)
+    return None if found is None else _defined(found)
 
 
 def registered() -> dict[str, type[Definition]]:
     """A copy of the registry: name -> class."""
-    return dict(_registry)
+    return {name: _defined(cls) for name, cls in registry.registered().items()}
+
+
+def _defined(cls: object) -> type[Definition]:
+    # Only Definition subclasses register themselves: this narrows the registry's view.
+    assert isinstance(cls, type) and issubclass(cls, Definition)
+    return cls
