@@ -1,6 +1,6 @@
 """Contributors' alembic environment for gen_durable's own revisions (see alembic.ini).
 
-Differs from the shipped gen_durable/migrations/env.py only in what authoring needs: a
+Differs from the shipped gen_durable/store/migrations/env.py only in what authoring needs: a
 DSN from ``-x dsn=`` or ``GEN_DURABLE_DSN``, logging from alembic.ini, and autogenerate
 against gen_durable.models (numbered revision ids, schema-neutral output).
 """
@@ -17,9 +17,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, create_engine, pool
 from sqlalchemy.schema import CreateSchema
 
-from gen_durable import models
 from gen_durable.cli import sqlalchemy_url
-from gen_durable.migrations import (
+from gen_durable.store import models
+from gen_durable.store.migrations import (
     SCHEMA_ATTRIBUTE,
     VERSION_TABLE,
     prepare,

@@ -23,7 +23,7 @@ from benchmarks.calibration import Calibration
 from benchmarks.connection import with_app_name
 from benchmarks.measure import Finished, Measured, Meter, ServerStats, SqlCounter, read_wal_syncs
 from benchmarks.output import emit, log, rounded
-from gen_durable import schema as gd_schema
+from gen_durable.store import schema as gd_schema
 
 SERVICE_CONNECTIONS = 6
 """Connections a Runner's own threads may hold (committer, heartbeat, timers, ...)."""

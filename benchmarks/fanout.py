@@ -31,7 +31,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
 import gen_durable as durable
-from gen_durable import FSM, Done, Job, Runner, Spawn, schema
+from gen_durable import FSM, Done, Job, Runner, Spawn
+from gen_durable.store import schema
 
 
 class Noop(Job):

@@ -24,9 +24,9 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session
 
 import gen_durable as durable
-from gen_durable import schema as gd_schema
 from gen_durable import store
 from gen_durable.domain.decide import Transition
+from gen_durable.store import schema as gd_schema
 
 BACKLOG = 10_000
 PARKED = 1_000

@@ -26,13 +26,15 @@ from typing import Any
 import click
 
 import gen_durable
-from gen_durable import api, models, runner
+from gen_durable import client as api
+from gen_durable import runner
 from gen_durable.cli import main as cli_main
 from gen_durable.domain import definitions as fsm
 from gen_durable.domain import options, serialization
 from gen_durable.domain.cron import Cron
 from gen_durable.domain.ratelimit import RateLimit
 from gen_durable.domain.retry import Backoff
+from gen_durable.store import models
 
 # The helper module next to this script, also when the script is loaded by its path.
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 import gen_durable as durable
 from gen_durable import FSM, Await, Done, Runner
 from gen_durable.devserver import database_url
-from gen_durable.schema import install
+from gen_durable.store.schema import install
 
 
 class Checkout(FSM):

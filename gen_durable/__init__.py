@@ -6,7 +6,7 @@ The public API lives here; the modules behind it are private unless documented.
 from __future__ import annotations
 
 from gen_durable import errors
-from gen_durable.api import (
+from gen_durable.client import (
     cancel,
     get,
     insert,
@@ -17,6 +17,7 @@ from gen_durable.api import (
     set_queue_limit,
     signal,
 )
+from gen_durable.client.explain import Explanation, explain
 from gen_durable.domain.context import Context
 from gen_durable.domain.cron import Cron
 from gen_durable.domain.definitions import FSM, Job, step
@@ -34,10 +35,9 @@ from gen_durable.domain.outcomes import (
 )
 from gen_durable.domain.ratelimit import RateLimit
 from gen_durable.domain.retry import Backoff
-from gen_durable.explanation import Explanation, explain
-from gen_durable.models import configure_schema, schema_name
 from gen_durable.runner import Runner
 from gen_durable.runtime.executor import StepReport
+from gen_durable.store.models import configure_schema, schema_name
 from gen_durable.types import Child, InstanceSnapshot, Signal, SignalInfo, SignalResult, Status
 from gen_durable.wait import result, wait
 

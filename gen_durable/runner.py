@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.pool import QueuePool
 
-from gen_durable import models, schema, store
+from gen_durable import store
 from gen_durable.domain import definitions as registry
 from gen_durable.domain import serialization
 from gen_durable.domain.cron import Cron
@@ -34,6 +34,7 @@ from gen_durable.runtime.maintenance.scheduler import Scheduler
 from gen_durable.runtime.notify import Listener, Notifier
 from gen_durable.runtime.service import Service
 from gen_durable.runtime.workers import WorkerPool
+from gen_durable.store import models, schema
 from gen_durable.store.transitions import Committed
 from gen_durable.types import FINISHED
 

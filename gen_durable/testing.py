@@ -24,7 +24,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session
 
-from gen_durable import api, store
+from gen_durable import client as api
+from gen_durable import store
 from gen_durable.domain import definitions as registry
 from gen_durable.domain import serialization
 from gen_durable.domain.decide import Transition

@@ -14,9 +14,11 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine
 
-from gen_durable import api, models, store
+from gen_durable import client as api
+from gen_durable import store
 from gen_durable.errors import InstanceFailed, ResultTimeout, ValidationError
 from gen_durable.runtime.notify import libpq_dsn
+from gen_durable.store import models
 from gen_durable.types import JSON, InstanceSnapshot
 
 

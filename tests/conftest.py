@@ -74,7 +74,7 @@ def server_url(pg_server: Server) -> str:
 @pytest.fixture(scope="session")
 def db_factory(pg_server: Server, request: pytest.FixtureRequest) -> Iterator[DatabaseFactory]:
     """Creates/drops databases; builds the session's template with the schema installed."""
-    from gen_durable import schema
+    from gen_durable.store import schema
 
     factory = DatabaseFactory(pg_server.url)
     try:

@@ -24,11 +24,8 @@ from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import CompoundSelect, Select
 
 import gen_durable
-from gen_durable import (
-    models,
-    store,
-)
-from gen_durable.store import _fast
+from gen_durable import store
+from gen_durable.store import _fast, models
 
 _DIALECT = pg_dialect.dialect()  # type: ignore[no-untyped-call]
 _PLUMBING = {"gen_durable.store._common", "gen_durable.store._fast"}
@@ -37,7 +34,7 @@ _PLUMBING = {"gen_durable.store._common", "gen_durable.store._fast"}
 def modules() -> Iterator[Any]:
     """Every module of gen_durable but the migrations (importing their env runs alembic)."""
     for info in pkgutil.walk_packages(gen_durable.__path__, "gen_durable."):
-        if not info.name.startswith(("gen_durable.migrations", "gen_durable.__main__")):
+        if not info.name.startswith(("gen_durable.store.migrations", "gen_durable.__main__")):
             yield importlib.import_module(info.name)
 
 

@@ -10,10 +10,11 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 import gen_durable as durable
-from gen_durable import FSM, Await, Cancel, Done, Next, migration
+from gen_durable import FSM, Await, Cancel, Done, Next
 from gen_durable.cli import main
 from gen_durable.cli.history import mermaid
 from gen_durable.cli.operator import default_actor
+from gen_durable.store import migration
 from gen_durable.testing import drain
 
 

@@ -28,10 +28,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlalchemy.schema import CreateSchema
 
-from gen_durable import migration, models, schema
 from gen_durable.cli import main
 from gen_durable.errors import ConfigurationError
-from gen_durable.migrations import VERSION_TABLE
+from gen_durable.store import migration, models, schema
+from gen_durable.store.migrations import VERSION_TABLE
 
 DEFAULT = models.SCHEMA_TOKEN
 TABLES = {table.name for table in models.metadata.sorted_tables}
@@ -274,7 +274,7 @@ def test_concurrent_installs_from_threads_serialise(empty_engine: Engine) -> Non
 INSTALL_SCRIPT = """
 import sys
 from sqlalchemy import create_engine
-from gen_durable import schema
+from gen_durable.store import schema
 schema.install(create_engine(sys.argv[1]))
 """
 

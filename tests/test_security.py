@@ -27,24 +27,11 @@ from sqlalchemy.orm import Session
 from support import scalar, snapshot, wait_status, wait_until
 
 import gen_durable as durable
-from gen_durable import (
-    FSM,
-    Await,
-    Cron,
-    Done,
-    Job,
-    RateLimit,
-    Runner,
-    Sleep,
-    Spawn,
-    migration,
-    models,
-    schema,
-    telemetry,
-)
+from gen_durable import FSM, Await, Cron, Done, Job, RateLimit, Runner, Sleep, Spawn, telemetry
 from gen_durable.cli import main as cli_main
 from gen_durable.errors import ValidationError
-from gen_durable.migrations import validate_schema
+from gen_durable.store import migration, models, schema
+from gen_durable.store.migrations import validate_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "gen_durable"

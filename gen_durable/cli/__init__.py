@@ -16,9 +16,9 @@ from sqlalchemy import Engine, create_engine, pool
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 
-from gen_durable import migration, models
 from gen_durable.cli.operator import interactive, progress
-from gen_durable.migrations import validate_schema
+from gen_durable.store import migration, models
+from gen_durable.store.migrations import validate_schema
 
 EXIT_UNREACHABLE = 3
 

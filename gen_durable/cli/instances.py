@@ -9,10 +9,12 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from gen_durable import api, models, store
+from gen_durable import client as api
+from gen_durable import store
 from gen_durable.cli import dsn_option, main, open_engine
 from gen_durable.cli.operator import actor_option, interactive, progress
 from gen_durable.errors import DurableError
+from gen_durable.store import models
 from gen_durable.types import InstanceSnapshot
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")

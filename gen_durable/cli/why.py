@@ -7,8 +7,8 @@ import click
 
 from gen_durable.cli import dsn_option, main, open_engine
 from gen_durable.cli.instances import _emit, _fail, _target, json_option
+from gen_durable.client.explain import explain
 from gen_durable.errors import DurableError
-from gen_durable.explanation import explain
 
 
 @main.command()

@@ -122,7 +122,7 @@ def run(
 def dev() -> None:
     """Start a throwaway embedded PostgreSQL, print its DSN, keep it until Ctrl-C."""
     from gen_durable.devserver import embedded
-    from gen_durable.schema import install
+    from gen_durable.store.schema import install
 
     with embedded() as url:
         engine = create_engine(url)

@@ -1,8 +1,11 @@
-"""The storage layer: every SQL statement of gen_durable, as named functions.
+"""The storage layer (L2): every SQL statement of gen_durable as a named function, the
+tables (``models``), the schema helpers (``schema``), ``migration`` and the packaged
+``migrations``. Imports the domain and L0, SQLAlchemy, psycopg and alembic; never the
+client or the runtime.
 
-Each takes a SQLAlchemy Connection (inside the caller's transaction) and, where time
-matters, ``now`` (None: the database's ``now()``). Values are always bound parameters;
-the schema comes from ``schema_translate_map``.
+Each statement function takes a SQLAlchemy Connection (inside the caller's transaction)
+and, where time matters, ``now`` (None: the database's ``now()``). Values are always bound
+parameters; the schema comes from ``schema_translate_map``.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, UUID
 
-from gen_durable import models, types
+from gen_durable import types
+from gen_durable.store import models
 
 I = models.instances  # noqa: E741 - the instances table, used in every statement
 S = models.signals

@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Executable
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
 from sqlalchemy.sql.elements import ClauseElement
 
-from gen_durable import models
+from gen_durable.store import models
 
 _DIALECT = pg_dialect.dialect()  # type: ignore[no-untyped-call]
 _lock = threading.Lock()

@@ -25,8 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import array as pg_array
 
-from gen_durable import models
 from gen_durable.domain import serialization
+from gen_durable.store import models
 from gen_durable.store._common import NOW, param, run
 
 A = models.audit

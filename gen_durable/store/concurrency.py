@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, func, literal, select, update
 
-from gen_durable import models
+from gen_durable.store import models
 from gen_durable.store._common import NOW, I, param, run, unnest_params
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from gen_durable import models
+from gen_durable.store import models
 from gen_durable.store._common import NOW, param, run
 
 L = models.leaders

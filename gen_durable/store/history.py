@@ -14,8 +14,8 @@ from typing import Any, Protocol
 
 from sqlalchemy import Connection, Row, func, insert, select
 
-from gen_durable import models
 from gen_durable.domain.decide import Transition
+from gen_durable.store import models
 from gen_durable.store._common import NOW, param, run, unnest_params
 
 H = models.history

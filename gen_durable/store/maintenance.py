@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from gen_durable import models
+from gen_durable.store import models
 from gen_durable.store._common import NOW, I, N, param, run
 
 H = models.history

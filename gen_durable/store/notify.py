@@ -8,7 +8,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import Connection, Text, cast, func, select, union_all
 
-from gen_durable import models
+from gen_durable.store import models
 from gen_durable.store._common import param, run
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Row, exists, func, select
 from sqlalchemy.dialects.postgresql import Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from gen_durable import models
+from gen_durable.store import models
 from gen_durable.store._common import NOW, I, param, run
 
 Q = models.queues

@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import Connection, Row, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from gen_durable import models
 from gen_durable.domain import definitions as registry
 from gen_durable.domain import routing
 from gen_durable.domain.ratelimit import RateLimit, refill, wait_for
+from gen_durable.store import models
 from gen_durable.store._common import NOW, I, param, run, unnest_params
 
 B = models.rate_buckets

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, delete, func, select, update
 
-from gen_durable import models
+from gen_durable.store import models
 from gen_durable.store._common import I, param, run
 
 _SHIFT = (

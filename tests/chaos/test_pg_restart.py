@@ -23,7 +23,7 @@ from chaos.harness import (
     wait_finished,
     wait_for,
 )
-from gen_durable import schema
+from gen_durable.store import schema
 
 pytestmark = pytest.mark.chaos
 

@@ -7,7 +7,8 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 
-from gen_durable import api, store
+from gen_durable import client as api
+from gen_durable import store
 from gen_durable.domain.cron import Cron
 from gen_durable.runtime.service import Service
 

@@ -10,9 +10,9 @@ import attrs
 from sqlalchemy import Connection, Row
 
 from gen_durable import store
+from gen_durable.client.targets import Bind, check_target, connection, not_found
 from gen_durable.errors import NotFound, ValidationError
 from gen_durable.store import explain as explain_sql
-from gen_durable.targets import Bind, check_target, connection, not_found
 from gen_durable.types import JSON, Status
 
 __all__ = ["Explanation", "Reason", "explain"]

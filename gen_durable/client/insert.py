@@ -1,10 +1,8 @@
-"""The client API: insert, signal, cancel, retry, get.
+"""Inserting instances: ``insert`` and ``insert_all``, with dedup windows and debounce.
 
-Every function works inside the caller's transaction — a SQLAlchemy ``Session`` or
-``Connection`` — and never commits for them. Input is validated before any SQL runs; a
-check only the database can make runs in a SAVEPOINT, so a typed error leaves the
-caller's transaction usable and nothing written. Inserting and signalling live here;
-actions on existing instances and queues in :mod:`gen_durable.operations`.
+Like every client function, they work inside the caller's transaction and never commit
+for them; input is validated before any SQL runs, and a check only the database can make
+runs in a SAVEPOINT, so a typed error leaves the caller's transaction usable.
 """
 
 from __future__ import annotations
@@ -16,36 +14,16 @@ from typing import Any, Literal
 import attrs
 from sqlalchemy import Connection
 
-from gen_durable import events, faults, store, tracing
+from gen_durable import events, store, tracing
+from gen_durable.client.targets import Bind, connection
 from gen_durable.domain import serialization
-from gen_durable.domain.definitions import Definition, resolve
+from gen_durable.domain.definitions import Definition
 from gen_durable.domain.insert_spec import InsertSpec
-from gen_durable.errors import DuplicateInstance, InvalidTransition, NotFound, ValidationError
-from gen_durable.operations import (
-    cancel,
-    get,
-    pause_queue,
-    resume_queue,
-    retry,
-    set_queue_limit,
-)
-from gen_durable.targets import Bind, check_actor, check_target, connection, not_found
-from gen_durable.types import JSON, SignalResult
+from gen_durable.errors import DuplicateInstance, InvalidTransition, ValidationError
 
 OnConflict = Literal["return", "raise"]
 
-__all__ = [
-    "Bind",
-    "cancel",
-    "get",
-    "insert",
-    "insert_all",
-    "pause_queue",
-    "resume_queue",
-    "retry",
-    "set_queue_limit",
-    "signal",
-]
+__all__ = ["OnConflict", "check_window", "emit_insert", "insert", "insert_all"]
 
 
 def _check_on_conflict(value: str) -> None:
@@ -188,7 +166,7 @@ def insert_all(
     :class:`DuplicateInstance` and none of the batch is written.
     """
     _check_on_conflict(on_conflict)
-    _check_window(dedup_window)
+    check_window(dedup_window)
     if isinstance(specs, InsertSpec) or not isinstance(specs, Iterable):
         raise ValidationError(f"insert_all takes a list of Cls.new(...) specs, got {specs!r}")
     items = list(specs)
@@ -216,11 +194,11 @@ def insert_all(
         ids = _insert_rows(conn, rows, now, dedup_window)
     if len(rows) > 1:  # a single row's insert woke its queue itself
         store.notify.notify(conn, [r.queue for r, (_, made) in zip(rows, ids, strict=True) if made])
-    _emit_insert(rows, ids)
+    emit_insert(rows, ids)
     return [i for i, _ in ids]
 
 
-def _emit_insert(rows: Sequence[InsertSpec], ids: Sequence[tuple[int, bool]]) -> None:
+def emit_insert(rows: Sequence[InsertSpec], ids: Sequence[tuple[int, bool]]) -> None:
     if not events.active("insert"):
         return
     made = [(i, r) for r, (i, new) in zip(rows, ids, strict=True) if new]
@@ -233,7 +211,7 @@ def _emit_insert(rows: Sequence[InsertSpec], ids: Sequence[tuple[int, bool]]) ->
     )
 
 
-def _check_window(window: float | None) -> None:
+def check_window(window: float | None) -> None:
     if window is not None and not serialization.is_seconds(window):
         raise ValidationError(_seconds_message("dedup_window", window))
 
@@ -296,129 +274,3 @@ def _insert_rows(
     if missing:
         raise InvalidTransition(f"correlation keys {missing} kept changing hands; try again")
     return [o for o in out if o is not None]
-
-
-def _check_signal_name(name: object) -> str:
-    return serialization.check_signal_name(name)
-
-
-StartSpec = InsertSpec | type[Definition] | tuple[type[Definition] | str, Any]
-"""What ``signal(..., start=...)`` accepts: ``Cls.new(...)``, a class, or ``(Cls, state)``."""
-
-
-def signal(
-    bind: Bind,
-    target: int | str,
-    name: str,
-    payload: JSON = None,
-    *,
-    idempotency_key: str | None = None,
-    start: StartSpec | None = None,
-    dedup_window: float | None = None,
-    actor: str | None = None,
-    now: datetime | None = None,
-) -> SignalResult:
-    """Send signal ``name`` to an instance (by id, or by correlation key) in the caller's
-    transaction.
-
-    The signal is stored even if the instance is not awaiting it yet; an instance
-    awaiting it becomes runnable. A key with no unfinished instance raises
-    :class:`NotFound` — unless ``start`` says what to create: then the instance is
-    inserted with that key and receives the signal, atomically (signal-with-start; under
-    concurrent calls there is one instance). ``dedup_window`` makes an instance with the
-    key that finished within the window count as the live one. A repeated
-    ``idempotency_key`` for the same instance is stored once and reported as ``duplicate``.
-
-    With ``actor`` (an operator sending it by hand), the signal is also recorded in the
-    audit table; signals an application sends, without ``actor``, are not.
-    """
-    target = check_target(target)
-    _check_signal_name(name)
-    check_actor(actor)
-    _check_window(dedup_window)
-    if idempotency_key is not None:
-        serialization.check_text(idempotency_key, "idempotency_key")
-    spec = _start_spec(start, target) if start is not None else None
-    body = serialization.dumps(serialization.unstructure(payload, "signal payload"))
-    conn = connection(bind)
-    row = store.instances.lock_target(conn, target)
-    started = False
-    if row is None and isinstance(target, str) and (spec is not None or dedup_window):
-        row, started = _live_or_started(conn, target, spec, dedup_window, now)
-    if row is None:
-        raise NotFound(not_found(target, live=True))
-    signal_id, duplicate = store.signals.insert_signal(
-        conn, row.id, name, body, idempotency_key, now
-    )
-    if faults.active is not None:
-        faults.hit("signal", conn)
-    if actor is not None:
-        details = {"name": name, "signal_id": signal_id, "duplicate": duplicate}
-        store.audit.record(
-            conn, "signal", target=target, instance_id=row.id, actor=actor, details=details, now=now
-        )
-    if not duplicate and row.status == "awaiting":
-        woke = store.signals.wake_satisfied(conn, [row.id], now)
-        store.notify.notify(conn, [w.queue for w in woke])
-    events.emit(
-        "signal",
-        instance_id=row.id,
-        queue=row.queue,
-        signal=name,
-        signal_id=signal_id,
-        duplicate=duplicate,
-        started=started,
-    )
-    return SignalResult(
-        signal_id=signal_id, instance_id=row.id, duplicate=duplicate, started=started
-    )
-
-
-def _start_spec(start: StartSpec, target: int | str) -> InsertSpec:
-    if not isinstance(target, str):
-        raise ValidationError("signal-with-start addresses its instance by correlation key")
-    if isinstance(start, InsertSpec):
-        if start.correlation_key not in (None, target):
-            raise ValidationError(
-                f"start has correlation key {start.correlation_key!r}, the signal {target!r}"
-            )
-        return attrs.evolve(start, correlation_key=target)
-    if isinstance(start, tuple) and len(start) != 2:
-        raise ValidationError("start takes Cls.new(...), a class, or a (class, state) pair")
-    cls, value = start if isinstance(start, tuple) else (start, None)
-    resolved = resolve(cls)
-    as_args = resolved._gd_kind == "job"
-    return InsertSpec.build(
-        resolved,
-        state=None if as_args else value,
-        args=value if as_args else None,
-        correlation_key=target,
-    )
-
-
-def _live_or_started(
-    conn: Connection,
-    key: str,
-    spec: InsertSpec | None,
-    dedup_window: float | None,
-    now: datetime | None,
-) -> tuple[Any, bool]:
-    """The row a signal-with-start delivers to (locked), and whether it was created."""
-    if dedup_window is not None:
-        recent = store.instances.recently_finished_by_key(conn, [key], dedup_window, now)
-        if key in recent:
-            return store.instances.lock_target(conn, recent[key]), False
-    if spec is None:
-        return None, False
-    for _attempt in range(5):
-        trace = tracing.current()
-        new_row = spec if trace is None else attrs.evolve(spec, trace_context=trace)
-        new_id = store.inserts.insert_one(conn, new_row, now)
-        if new_id is not None:
-            _emit_insert([new_row], [(new_id, True)])
-            return store.instances.lock_target(conn, new_id), True
-        # Another caller inserted the key first (and committed): deliver to theirs.
-        row = store.instances.lock_target(conn, key)
-        if row is not None:
-            return row, False
-    raise InvalidTransition(f"correlation key {key!r} kept changing hands; try again")

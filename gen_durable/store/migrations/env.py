@@ -12,8 +12,8 @@ from alembic import context
 from sqlalchemy import Connection, create_engine, pool
 from sqlalchemy.schema import CreateSchema
 
-from gen_durable import models
-from gen_durable.migrations import (
+from gen_durable.store import models
+from gen_durable.store.migrations import (
     NESTED_ATTRIBUTE,
     ON_STEP_ATTRIBUTE,
     SCHEMA_ATTRIBUTE,

@@ -15,7 +15,7 @@ from alembic.config import Config
 from sqlalchemy import Connection, func, select
 from sqlalchemy.schema import CreateSchema
 
-from gen_durable import models
+from gen_durable.store import models
 
 BRANCH = "gen_durable"
 """The branch label of the library's revisions."""

@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateSchema
 
-from gen_durable.migrations import BRANCH, target_schema
+from gen_durable.store.migrations import BRANCH, target_schema
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None

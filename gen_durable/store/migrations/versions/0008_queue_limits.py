@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-from gen_durable.migrations import target_schema
+from gen_durable.store.migrations import target_schema
 
 revision: str = "0008"
 down_revision: str | Sequence[str] | None = "0007"

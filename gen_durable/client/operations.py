@@ -12,9 +12,9 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 
 from gen_durable import store
+from gen_durable.client.targets import Bind, check_actor, check_target, connection, not_found
 from gen_durable.domain import serialization
 from gen_durable.errors import DuplicateInstance, InvalidTransition, NotFound, ValidationError
-from gen_durable.targets import Bind, check_actor, check_target, connection, not_found
 from gen_durable.types import InstanceSnapshot, SignalInfo, Status
 
 __all__ = ["cancel", "get", "pause_queue", "resume_queue", "retry", "set_queue_limit"]

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from gen_durable.migrations import target_schema
+from gen_durable.store.migrations import target_schema
 
 revision: str = "0007"
 down_revision: str | Sequence[str] | None = "0006"
