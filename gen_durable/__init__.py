@@ -36,7 +36,7 @@ from gen_durable.domain.outcomes import (
 from gen_durable.domain.ratelimit import RateLimit
 from gen_durable.domain.retry import Backoff
 from gen_durable.runner import Runner
-from gen_durable.runtime.executor import StepReport
+from gen_durable.runtime.steps import StepReport
 from gen_durable.store.models import configure_schema, schema_name
 from gen_durable.types import Child, InstanceSnapshot, Signal, SignalInfo, SignalResult, Status
 from gen_durable.wait import result, wait

@@ -19,7 +19,7 @@ import pytest
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from gen_durable.runtime.executor import StepReport
+    from gen_durable.runtime.steps import StepReport
     from gen_durable.telemetry import Recording
 
 

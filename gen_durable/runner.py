@@ -17,13 +17,13 @@ from sqlalchemy.pool import QueuePool
 
 from gen_durable import store
 from gen_durable.domain import definitions as registry
-from gen_durable.domain import serialization
 from gen_durable.domain.cron import Cron
 from gen_durable.domain.options import HISTORY_MODES, HistoryMode
-from gen_durable.errors import ConfigurationError, ValidationError
+from gen_durable.errors import ConfigurationError
+from gen_durable.runtime import config
 from gen_durable.runtime.committer import Committer
 from gen_durable.runtime.dispatcher import Dispatcher
-from gen_durable.runtime.executor import Executor, StepReport
+from gen_durable.runtime.executor import Executor
 from gen_durable.runtime.heartbeat import Heartbeat
 from gen_durable.runtime.inflight import Inflight
 from gen_durable.runtime.leader import Leader
@@ -33,6 +33,7 @@ from gen_durable.runtime.maintenance.reaper import Reaper
 from gen_durable.runtime.maintenance.scheduler import Scheduler
 from gen_durable.runtime.notify import Listener, Notifier
 from gen_durable.runtime.service import Service
+from gen_durable.runtime.steps import StepReport
 from gen_durable.runtime.workers import WorkerPool
 from gen_durable.store import models, schema
 from gen_durable.store.transitions import Committed
@@ -115,17 +116,17 @@ class Runner:
         leader_ttl: float = 15.0,
         history: HistoryMode = "none",
     ) -> None:
-        self.queues = _validate_queues(queues if queues is not None else {"default": 10})
+        self.queues = config.check_queues(queues if queues is not None else {"default": 10})
         if isinstance(max_children, bool) or not isinstance(max_children, int) or max_children < 1:
             raise ConfigurationError(f"max_children must be an int >= 1, got {max_children!r}")
         if history not in HISTORY_MODES:
             raise ConfigurationError(
                 f"history must be one of {', '.join(HISTORY_MODES)}, got {history!r}"
             )
-        _positive(lease=lease, poll_interval=poll_interval, gc_interval=gc_interval)
-        _non_negative(grace=grace, gc_retention=gc_retention)
+        config.positive(lease=lease, poll_interval=poll_interval, gc_interval=gc_interval)
+        config.non_negative(grace=grace, gc_retention=gc_retention)
         heartbeat = lease / 3 if heartbeat is None else heartbeat
-        _positive(heartbeat=heartbeat)
+        config.positive(heartbeat=heartbeat)
         if heartbeat >= lease:
             raise ConfigurationError("heartbeat must be shorter than the lease")
         self.engine = engine
@@ -186,7 +187,7 @@ class Runner:
         for schedule in schedules:
             if not isinstance(schedule, Cron):
                 raise ConfigurationError(f"cron takes Cron(...) schedules, got {schedule!r}")
-        _positive(leader_ttl=leader_ttl)
+        config.positive(leader_ttl=leader_ttl)
         self.leader = Leader(engine, self.node_id, ttl=leader_ttl) if schedules else None
         self.cron = None
         if self.leader is not None:
@@ -373,32 +374,3 @@ class Runner:
     def _wake_all(self) -> None:
         for dispatcher in self.dispatchers.values():
             dispatcher.wake()
-
-
-def _validate_queues(queues: Mapping[str, int]) -> dict[str, int]:
-    if not isinstance(queues, Mapping) or not queues:
-        raise ConfigurationError("queues must be a non-empty mapping of queue name -> concurrency")
-    out: dict[str, int] = {}
-    for name, concurrency in queues.items():
-        try:  # the rule insert applies: a name the queue column and its index can hold
-            serialization.check_text(name, "queue")
-        except ValidationError as exc:
-            raise ConfigurationError(str(exc)) from None
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigurationError(
-                f"queue {name!r}: concurrency must be an int >= 1, got {concurrency!r}"
-            )
-        out[name] = concurrency
-    return out
-
-
-def _positive(**values: float) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ConfigurationError(f"{name} must be a number > 0, got {value!r}")
-
-
-def _non_negative(**values: float) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")

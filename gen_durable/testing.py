@@ -33,8 +33,9 @@ from gen_durable.errors import NotFound, ValidationError
 from gen_durable.runner import DEFAULT_MAX_CHILDREN
 from gen_durable.runtime import claiming
 from gen_durable.runtime.committer import Committer
-from gen_durable.runtime.executor import Executor, StepReport
+from gen_durable.runtime.executor import Executor
 from gen_durable.runtime.inflight import Inflight
+from gen_durable.runtime.steps import StepReport
 from gen_durable.store import testing as testing_sql
 from gen_durable.store.transitions import Committed
 from gen_durable.types import InstanceSnapshot, SignalInfo

@@ -1,14 +1,16 @@
 """PostgreSQL fixtures for the suite (DESIGN.md section 6).
 
-One server per session (see :mod:`dbutil` for how it is chosen) and one template database
-with the gen_durable schema installed. Isolation per test:
+One server per session (see :mod:`_support.dbutil` for how it is chosen) and one template
+database with the gen_durable schema installed. Isolation per test:
 
 - ``db_url`` / ``engine``: a fresh database cloned from the template, dropped afterwards.
   Use it wherever a Runner, a second process or LISTEN is involved.
 - ``conn`` / ``session``: one connection to a session-wide database inside an outer
   transaction that is rolled back at the end. For API-only tests; never commit ``conn``.
 
-Every test that uses one of these fixtures is marked ``contract`` automatically.
+Markers set here: a test that uses one of these fixtures is ``contract`` and ``db``; the
+chaos suite (its own servers) is ``db`` as well; every other test is ``unit``, so
+``pytest -m unit`` runs the database-free tier and ``pytest -m db`` the rest.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from dbutil import DatabaseFactory, Server, provision_server
+from _support.dbutil import DatabaseFactory, Server, provision_server
 from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.orm import Session
 
@@ -42,6 +44,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if DB_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.contract)
+            item.add_marker(pytest.mark.db)
+        elif item.get_closest_marker("chaos") is not None:
+            item.add_marker(pytest.mark.db)
+        else:
+            item.add_marker(pytest.mark.unit)
 
 
 def pytest_terminal_summary(

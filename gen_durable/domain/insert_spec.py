@@ -120,3 +120,13 @@ class InsertSpec:
             rate_key=bucket[0] if bucket else None,
             rate_weight=bucket[1] if bucket else None,
         )
+
+
+def key_taken(key: str | None, holder: int | None) -> JSON:
+    """The error of a child born failed because an unfinished instance holds its key."""
+    return {
+        "type": "DuplicateInstance",
+        "message": f"an unfinished instance with correlation key {key!r} exists (id {holder})",
+        "correlation_key": key,
+        "existing_id": holder,
+    }

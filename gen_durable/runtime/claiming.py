@@ -13,7 +13,10 @@ from typing import Any
 from sqlalchemy import Engine, Row
 
 from gen_durable import events, faults, store
-from gen_durable.runtime.executor import Claimed
+from gen_durable.domain import definitions as registry
+from gen_durable.domain import routing
+from gen_durable.domain.ratelimit import RateLimit
+from gen_durable.runtime.steps import Claimed
 from gen_durable.types import Child, Signal, Status
 
 
@@ -33,7 +36,9 @@ def claim(
     if not fsms or limit < 1:
         return []
     with engine.begin() as conn:
-        rows = store.leases.claim(conn, queue, fsms, limit, owner, lease_seconds, None)
+        rows = store.leases.claim(
+            conn, queue, fsms, limit, owner, lease_seconds, None, rate_limit_of
+        )
         if faults.active is not None:
             faults.hit("claim", conn)
         waking = [r.id for r in rows if r.await_names]
@@ -53,6 +58,12 @@ def claim(
             instance_ids=[c.id for c in claimed],
         )
     return claimed
+
+
+def rate_limit_of(fsm: str, step: str) -> RateLimit | None:
+    """The rate limit a registered class's step takes from (None: unlimited, or unknown)."""
+    cls = registry.lookup(fsm)
+    return routing.rate_limit_of(cls, step) if cls is not None else None
 
 
 def to_claimed(

@@ -10,8 +10,9 @@ from concurrent.futures import Future
 from sqlalchemy import Engine
 
 from gen_durable.runtime import claiming
-from gen_durable.runtime.executor import Claimed, Executor, StepReport
+from gen_durable.runtime.executor import Executor
 from gen_durable.runtime.inflight import Lease
+from gen_durable.runtime.steps import Claimed, StepReport
 from gen_durable.runtime.workers import WorkerPool
 
 log = logging.getLogger("gen_durable.runtime")

@@ -8,13 +8,9 @@ its transition land together or not at all.
 from __future__ import annotations
 
 import logging
-import traceback
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
 
-import attrs
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -22,65 +18,26 @@ from sqlalchemy.orm import Session
 from gen_durable import events, faults, store, tracing
 from gen_durable.clock import monotonic
 from gen_durable.domain import definitions as registry
-from gen_durable.domain import routing, serialization
+from gen_durable.domain import serialization
 from gen_durable.domain.context import Context
 from gen_durable.domain.decide import (
-    UNROUTED,
     Failure,
-    Route,
-    Router,
     StepSnapshot,
     Transition,
     decide,
     outcome_state,
 )
 from gen_durable.domain.options import HistoryMode
-from gen_durable.domain.outcomes import OUTCOME_TYPES, Done, Outcome, RateLimited
+from gen_durable.domain.outcomes import OUTCOME_TYPES, Outcome, RateLimited
 from gen_durable.domain.retry import backoff_delay
 from gen_durable.errors import InvalidOutcome, RateLimitedError, shown
+from gen_durable.runtime import steps
 from gen_durable.runtime.committer import Committer
 from gen_durable.runtime.inflight import Inflight, Lease
+from gen_durable.runtime.steps import Claimed, StepReport
 from gen_durable.store.transitions import Committed
-from gen_durable.types import JSON, Child, Signal
 
 log = logging.getLogger("gen_durable.runtime")
-
-
-@attrs.frozen
-class Claimed:
-    """A claimed instance with the signal pack it wakes up to."""
-
-    id: int
-    fsm: str
-    queue: str
-    step: str
-    state: JSON
-    attempt: int
-    max_attempts: int
-    version: int
-    lease_token: uuid.UUID
-    correlation_key: str | None
-    parent_id: int | None
-    awaited: tuple[Signal, ...] = ()
-    children: tuple[Child, ...] = ()
-    trace_context: str | None = None
-    """The trace context stored at insert (see :mod:`gen_durable.tracing`)."""
-    concurrency_key: str | None = None
-    """The concurrency key it holds while it runs."""
-
-
-@attrs.frozen
-class StepReport:
-    """What happened to one step (for logging, telemetry and tests)."""
-
-    instance_id: int
-    fsm: str
-    step: str
-    attempt: int
-    decision: Transition
-    """The step's transition (its ``kind``, ``status``, next ``step``, ``result``, ``error``)."""
-    committed: bool
-    duration: float
 
 
 Observer = Callable[[StepReport], None]
@@ -184,7 +141,9 @@ class Executor:
         cls = registry.lookup(claimed.fsm)
         assert cls is not None, "the dispatcher claims only known classes"
         if events.active("step.start"):
-            events.emit("step.start", **_event_fields(claimed), trace_context=claimed.trace_context)
+            events.emit(
+                "step.start", **steps.event_fields(claimed), trace_context=claimed.trace_context
+            )
         if cls.timeout is not None:
             lease.deadline = started + cls.timeout
         snap = StepSnapshot(
@@ -233,19 +192,19 @@ class Executor:
             else:
                 with tracer.step_scope(claimed.id):
                     returned = instance.step(claimed.step, ctx)
-            outcome = _as_outcome(cls, returned)
+            outcome = steps.as_outcome(cls, returned)
             # Checked now: a bad value fails the attempt that made it, not the next load.
             new = serialization.encode_state(
                 outcome_state(outcome, ctx.state), cls._gd_state_type, what
             )
-            router = _router(cls, claimed, new.data)
+            router = steps.router(cls, claimed, new.data)
             transition = decide(snap, outcome, new.text, route=router, seconds=_since(started))
             use_session = ctx.session_if_open is not None
         except RateLimitedError as refused:
             _discard(ctx)
             try:
                 limited = RateLimited(max(0.0, refused.retry_after))
-                router = _router(cls, claimed, claimed.state)
+                router = steps.router(cls, claimed, claimed.state)
                 transition = decide(snap, limited, None, route=router, seconds=_since(started))
             except Exception as bad:  # a retry_after no outcome may carry: a failed attempt
                 transition = failed(bad)
@@ -278,7 +237,7 @@ class Executor:
                 log.info("step %s.%s of %s was fenced out", claimed.fsm, claimed.step, claimed.id)
             if self._observer is not None:
                 self._observer(report)
-            _emit_stop(claimed, report)
+            steps.emit_stop(claimed, report)
             return report
         finally:
             self._inflight.remove(claimed.id)
@@ -293,8 +252,8 @@ class Executor:
         exc: Exception,
         started: float,
     ) -> Transition:
-        error = _error_json(exc, claimed)
-        events.emit("step.exception", **_event_fields(claimed), exception=exc)
+        error = steps.error_json(exc, claimed)
+        events.emit("step.exception", **steps.event_fields(claimed), exception=exc)
         log.info(
             "step %s.%s of %s failed (attempt %s of %s): %r",
             claimed.fsm,
@@ -313,7 +272,7 @@ class Executor:
                 if compensation is not None and not isinstance(compensation, OUTCOME_TYPES):
                     raise InvalidOutcome(f"on_error returned {shown(compensation)}")
                 if compensation is not None:
-                    compensation = _as_outcome(cls, compensation)
+                    compensation = steps.as_outcome(cls, compensation)
                     new = serialization.encode_state(
                         outcome_state(compensation, ctx.state), cls._gd_state_type, what
                     )
@@ -321,12 +280,12 @@ class Executor:
                         snap,
                         Failure(error, 0.0, compensation),
                         new.text,
-                        route=_router(cls, claimed, new.data, safe=True),
+                        route=steps.router(cls, claimed, new.data, safe=True),
                         seconds=_since(started),
                     )
             except Exception as hook_exc:
                 log.warning("on_error of %s raised %r; failing", claimed.fsm, hook_exc)
-                error = {**error, "on_error": _error_json(hook_exc, claimed)}
+                error = {**error, "on_error": steps.error_json(hook_exc, claimed)}
             finally:
                 _discard(ctx)
         try:
@@ -338,7 +297,7 @@ class Executor:
             snap,
             Failure(error, delay, None),
             None,
-            route=_router(cls, claimed, claimed.state, safe=True),
+            route=steps.router(cls, claimed, claimed.state, safe=True),
             seconds=_since(started),
         )
 
@@ -365,48 +324,8 @@ class Executor:
         return True
 
 
-def _as_outcome(cls: type[registry.Definition], value: Any) -> Outcome:
-    if isinstance(value, OUTCOME_TYPES):
-        if isinstance(value, Done):
-            return Done(serialization.unstructure(value.result, "result"))
-        return value
-    if cls._gd_kind == "job":
-        return Done(serialization.unstructure(value, "result"))
-    raise InvalidOutcome(
-        f"{cls.name} returned {shown(value)}; a step returns Next, Await, Sleep, Spawn, Done, "
-        "Fail or Cancel"
-    )
-
-
 def _since(started: float) -> float:
     return monotonic() - started
-
-
-def _router(
-    cls: type[registry.Definition], claimed: Claimed, state: JSON, *, safe: bool = False
-) -> Router:
-    """The rate-limit bucket and concurrency key of the step a transition makes runnable,
-    for the state it stores. ``safe``: for a failure, whose recording matters more than
-    its route — a key or bucket function that raises leaves it unlimited, under its old key.
-    """
-
-    def route(step: str) -> Route:
-        try:
-            bucket = routing.rate_bucket_of(cls, step, state)
-            rekey, key = routing.next_concurrency_key(
-                cls, claimed.concurrency_key, claimed.state, state
-            )
-        except Exception:
-            if not safe:
-                raise
-            return UNROUTED
-        rate_key, weight = bucket if bucket is not None else (None, None)
-        if not rekey:
-            return UNROUTED if bucket is None else Route(rate_key, weight)
-        limit = cls.concurrency_limit if key is not None else None
-        return Route(rate_key, weight, True, key, limit)
-
-    return route
 
 
 def _discard(ctx: Context) -> None:
@@ -418,56 +337,3 @@ def _discard(ctx: Context) -> None:
         except Exception:  # the connection may be gone; nothing was committed
             log.debug("rollback of a failed step's session failed", exc_info=True)
         ctx._session = None
-
-
-ERROR_TEXT_LIMIT = 64 * 1024
-"""Characters of an exception's message and of its traceback kept in the stored error."""
-
-
-def _error_json(exc: BaseException, claimed: Claimed) -> dict[str, Any]:
-    return {
-        "type": type(exc).__name__,
-        "message": _clip(str(exc)),
-        "step": claimed.step,
-        "attempt": claimed.attempt,
-        "traceback": _clip("".join(traceback.format_exception(exc))),
-    }
-
-
-def _clip(text: str) -> str:
-    """The start and the end of a long text (where an error's cause and site are)."""
-    if len(text) <= ERROR_TEXT_LIMIT:
-        return text
-    half = ERROR_TEXT_LIMIT // 2
-    return f"{text[:half]}\n… ({len(text) - 2 * half} characters cut) …\n{text[-half:]}"
-
-
-def _event_fields(claimed: Claimed) -> dict[str, Any]:
-    return {
-        "instance_id": claimed.id,
-        "fsm": claimed.fsm,
-        "step": claimed.step,
-        "queue": claimed.queue,
-        "attempt": claimed.attempt,
-        "max_attempts": claimed.max_attempts,
-    }
-
-
-def _emit_stop(claimed: Claimed, report: StepReport) -> None:
-    """The ``step.stop`` event, and ``retry`` when a failed attempt will run again."""
-    if not events.active("step.stop") and not events.active("retry"):
-        return
-    decision = report.decision
-    fields = _event_fields(claimed)
-    events.emit(
-        "step.stop",
-        **fields,
-        kind=decision.kind,
-        status=decision.status,
-        next_step=decision.step,
-        committed=report.committed,
-        duration=report.duration,
-    )
-    if decision.kind == "retry" and report.committed:
-        error = decision.error if isinstance(decision.error, dict) else {}
-        events.emit("retry", **fields, delay=decision.delay, error_type=error.get("type"))

@@ -38,7 +38,7 @@ from sqlalchemy import (
 
 from gen_durable import tracing
 from gen_durable.domain import serialization
-from gen_durable.domain.insert_spec import InsertSpec
+from gen_durable.domain.insert_spec import InsertSpec, key_taken
 from gen_durable.store import inserts, instances
 from gen_durable.store._common import NOW, I, param, run, unnest_params
 from gen_durable.types import JSON
@@ -85,7 +85,7 @@ def insert(
     clashed = [(s, child) for s, child in zip(specs, ids, strict=True) if child not in made_ids]
     keys = [s.correlation_key for s, _ in clashed]
     holders = {r.correlation_key: r.id for r in run(conn, _LIVE_KEYS, {"keys": keys})}
-    errors = [_key_taken(s.correlation_key, holders.get(s.correlation_key)) for s, _ in clashed]
+    errors = [key_taken(s.correlation_key, holders.get(s.correlation_key)) for s, _ in clashed]
     inserts.insert_failed(conn, [s for s, _ in clashed], [c for _, c in clashed], errors, now)
     return made, [(_parent_of(s), child, s.queue) for s, child in clashed]
 
@@ -93,16 +93,6 @@ def insert(
 def _parent_of(spec: InsertSpec) -> int:
     assert spec.parent_id is not None, "a child's record carries its parent"
     return spec.parent_id
-
-
-def _key_taken(key: str | None, holder: int | None) -> JSON:
-    """The error of a child born failed because an unfinished instance holds its key."""
-    return {
-        "type": "DuplicateInstance",
-        "message": f"an unfinished instance with correlation key {key!r} exists (id {holder})",
-        "correlation_key": key,
-        "existing_id": holder,
-    }
 
 
 # -- the join -------------------------------------------------------------------------------

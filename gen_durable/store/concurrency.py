@@ -84,7 +84,7 @@ def admit(conn: Connection, candidates: Sequence[Row[Any]], now: datetime | None
 
 
 _FREED = unnest_params(key="text", n="int")
-# An alias: a self-read inside the UPDATE of the same table (tests/test_statement_guard.py).
+# An alias: a self-read inside the UPDATE of the same table (tests/store/test_statement_guard.py).
 _WAITING = I.alias("waiting")
 _NEXT = (
     select(_WAITING.c.id)

@@ -114,6 +114,7 @@ def claim(
     owner: str,
     lease_seconds: float,
     now: datetime | None,
+    limit_of: ratelimits.LimitOf | None = None,
 ) -> list[Any]:
     """Claim up to ``limit`` runnable instances of known classes.
 
@@ -122,7 +123,10 @@ def claim(
     those without concurrency key or rate limit are leased by the same statement, sent
     with the transaction's BEGIN in one round trip. Keyed ones are then admitted or
     blocked by their concurrency key, rate-limited ones take their tokens or wait, and
-    the admitted rows are leased in one more statement. The attempt is counted here, so
+    the admitted rows are leased in one more statement (``limit_of`` gives each class
+    step's rate limit: the caller knows the classes; without it, a rate-limited
+    candidate raises ValueError). The
+    attempt is counted here, so
     that a step that kills its worker cannot loop forever. Rows come back in priority,
     then FIFO order.
 
@@ -148,7 +152,7 @@ def claim(
     waiting = [r for r in picked if not r.taken]
     if waiting:
         admitted = set(concurrency.admit(conn, waiting, now))
-        ids = ratelimits.admit(conn, [c for c in waiting if c.id in admitted], now)
+        ids = ratelimits.admit(conn, [c for c in waiting if c.id in admitted], now, limit_of)
         if ids:
             rows += _fast.execute(conn, _TAKE, {**params, "ids": ids})
     rows.sort(key=lambda r: (r.priority, r.run_at, r.id))
@@ -157,7 +161,7 @@ def claim(
 
 _HELD = unnest_params(id="bigint", token="uuid")
 # The rows are locked (skipping those someone else holds) in a self-read of the updated
-# table: an alias says it is one (tests/test_statement_guard.py).
+# table: an alias says it is one (tests/store/test_statement_guard.py).
 _LOCKABLE = I.alias("lockable")
 _EXTEND = (
     update(I)

@@ -29,7 +29,7 @@ H = models.history
 
 
 # The batch is a self-read of the updated table: an alias says so (the statement guard,
-# tests/test_statement_guard.py, refuses a bare one).
+# tests/store/test_statement_guard.py, refuses a bare one).
 _PENDING = I.alias("pending")
 _DUE = (
     select(_PENDING.c.id)

@@ -24,7 +24,7 @@ the whole backlog)."""
 
 
 # An alias: the claim evaluates this inside its UPDATE of the same table, where the bare
-# name would read as a correlation (tests/test_statement_guard.py).
+# name would read as a correlation (tests/store/test_statement_guard.py).
 _BUSY = I.alias("busy")
 _RUNNING = (
     select(func.count())

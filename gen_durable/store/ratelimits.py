@@ -8,15 +8,13 @@ no attempt and keeps no picker busy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from gen_durable.domain import definitions as registry
-from gen_durable.domain import routing
 from gen_durable.domain.ratelimit import RateLimit, refill, wait_for
 from gen_durable.store import models
 from gen_durable.store._common import NOW, I, param, run, unnest_params
@@ -52,12 +50,17 @@ _DEFER = (
 )
 
 
-def _limit(row: Row[Any]) -> RateLimit | None:
-    cls = registry.lookup(row.fsm)
-    return routing.rate_limit_of(cls, row.step) if cls is not None else None
+LimitOf = Callable[[str, str], RateLimit | None]
+"""The rate limit of a class's step (class registry name, step name), or None: the
+caller's knowledge of the classes, so that the storage layer needs none."""
 
 
-def admit(conn: Connection, candidates: Sequence[Row[Any]], now: datetime | None) -> list[int]:
+def admit(
+    conn: Connection,
+    candidates: Sequence[Row[Any]],
+    now: datetime | None,
+    limit_of: LimitOf | None,
+) -> list[int]:
     """Of locked candidates (id, fsm, step, rate_key, rate_weight), the ids to claim.
 
     The others wait (``scheduled``) until their bucket can pay for them; within one
@@ -65,7 +68,11 @@ def admit(conn: Connection, candidates: Sequence[Row[Any]], now: datetime | None
     """
     limits: dict[str, RateLimit] = {}
     for c in candidates:
-        limit = _limit(c) if c.rate_key is not None else None
+        if c.rate_key is None:
+            continue
+        if limit_of is None:
+            raise ValueError("a rate-limited candidate, and no limit_of to admit it by")
+        limit = limit_of(c.fsm, c.step)
         if limit is not None:
             limits[c.rate_key] = limit
     if not limits:

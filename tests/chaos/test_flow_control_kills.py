@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support.helpers import count
 from procs import flow_evidence as evidence
 from procs.flow_worker import RATE, Fan, Keyed, Metered, setup
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
-from support import count
 
 import gen_durable as durable
 from chaos.harness import Cluster, kill_during, tier, wait_for

@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 import pytest
+from _support.helpers import snapshot, wait_until
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
-from support import snapshot, wait_until
 
 import gen_durable as durable
 from chaos.harness import Cluster, Sender, Workload, tier, value, verify, wait_finished

@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 import pytest
+from _support.helpers import wait_until
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
-from support import wait_until
 
 import gen_durable as durable
 from chaos.harness import query, tier, value

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dbutil import EmbeddedServer, start_embedded
+from _support.dbutil import EmbeddedServer, start_embedded
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _support.helpers import scalar, snapshot, wait_status
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
-from support import scalar, snapshot, wait_status
 
 import gen_durable as durable
 from gen_durable.errors import NotFound

@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 import pytest
-from support import forget_classes
+from _support.helpers import forget_classes
 
 from gen_durable.domain.context import Context
 from gen_durable.domain.definitions import FSM, Job, lookup, registered, resolve, step

@@ -14,9 +14,9 @@ from typing import Any
 
 import attrs
 import pytest
+from _support.helpers import forget_classes
 from hypothesis import given
 from hypothesis import strategies as st
-from support import forget_classes
 
 from gen_durable.domain import routing
 from gen_durable.domain.definitions import FSM, Job, lookup, registered, resolve

@@ -1,0 +1,1 @@
+"""Shared test support: PostgreSQL servers, waits and counts, SQL watchers, shared classes."""
