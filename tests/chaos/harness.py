@@ -540,10 +540,16 @@ def verify(engine: Engine, workload: Workload, *, collected: bool = False) -> Ve
             if not r.finished or r.parent_unfinished:
                 gc_violations += 1
                 problems.append(f"GC deleted {r}")
-        for s in query(engine, "SELECT signal_id, instance_id FROM chaos_deleted_signals"):
-            if s.instance_id not in deleted:
-                gc_violations += 1
-                problems.append(f"GC deleted signal {s.signal_id} of live {s.instance_id}")
+        # One statement, one snapshot: GC keeps running while this reads, and a signal
+        # deleted with its instance after ``deleted`` was read must not look orphaned.
+        orphans = query(
+            engine,
+            "SELECT s.signal_id, s.instance_id FROM chaos_deleted_signals s "
+            "LEFT JOIN chaos_deleted d USING (instance_id) WHERE d.instance_id IS NULL",
+        )
+        for s in orphans:
+            gc_violations += 1
+            problems.append(f"GC deleted signal {s.signal_id} of live {s.instance_id}")
 
     total_runs = sum(runs.values())
     figures = {
