@@ -52,10 +52,6 @@ def clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     return text[:head] + marker + text[-(limit - head - len(marker)) :]
 
 
-def _raised(error: Any) -> bool:
-    return isinstance(error, dict) and bool(error.get("traceback"))
-
-
 _ROWS = unnest_params(
     instance_id="bigint",
     fsm="text",
