@@ -294,8 +294,6 @@ class Runner:
         log.info("runner %s stopped", self.node_id)
 
     def _release(self, leftovers: list[Any]) -> None:
-        for lease in leftovers:
-            lease.cancel.set()
         try:
             with self.engine.begin() as conn:
                 released = store.leases.release(
@@ -305,6 +303,11 @@ class Runner:
             log.info("released %d claim(s) still running after the grace period", len(released))
         except Exception as exc:  # the reaper returns them once their leases expire
             log.warning("could not release claims: %s", exc)
+        finally:
+            # Only now: a step that stops on ``ctx.cancelled`` must find its claim given
+            # back, so that the commit of its early end is fenced out, never racing it.
+            for lease in leftovers:
+                lease.cancel.set()
 
     def run_forever(self) -> None:
         """Start, then block until SIGTERM/SIGINT (or :meth:`request_stop`), then stop."""

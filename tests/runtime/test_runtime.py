@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 import pytest
-from _support.helpers import scalar, snapshot, wait_status, wait_until
+from _support.helpers import backend_waiting_on_lock, scalar, snapshot, wait_status, wait_until
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import Session
 
@@ -358,6 +358,54 @@ def test_shutdown_releases_steps_still_running_after_the_grace_period(engine: En
     assert released.status == "available"
     assert released.attempt == 0  # the attempt is given back
     assert scalar(engine, "SELECT count(*) FROM gen_durable.gd_nodes") == 0
+
+
+class Interruptible(Job):
+    name = "test.Interruptible"
+    seen: list[str] = []
+    """The instance's status, read on a connection of its own, when the step saw
+    ``ctx.cancelled``."""
+    told = threading.Event()
+
+    def perform(self, args: Any, ctx: durable.Context) -> None:
+        while not ctx.cancelled:
+            time.sleep(0.01)
+        type(self).told.set()
+        engine = create_engine(args["url"])
+        try:
+            status = scalar(engine, "SELECT status FROM gen_durable.gd_instances")
+        finally:
+            engine.dispose()
+        type(self).seen.append(str(status))
+        raise RuntimeError("interrupted")
+
+
+def test_a_step_told_to_stop_at_shutdown_finds_its_claim_already_given_back(
+    engine: Engine, db_url: str
+) -> None:
+    """Regression: the cancel was signalled before the release; a step that stopped at
+    once could commit its retry first (attempt kept, not given back)."""
+    Interruptible.seen.clear()
+    Interruptible.told.clear()
+    iid = insert(engine, Interruptible, args={"url": db_url})
+    runner = Runner(engine, lease=30, poll_interval=0.2, grace=0.1).start()
+    wait_status(engine, iid, "running")
+    with engine.connect() as holder:  # the release must wait for this row lock
+        holder.begin()
+        holder.execute(
+            text("SELECT 1 FROM gen_durable.gd_instances WHERE id = :i FOR UPDATE"), {"i": iid}
+        )
+        stopping = threading.Thread(target=runner.stop)
+        stopping.start()
+        backend_waiting_on_lock(engine)
+        # The step polls every 10 ms: told now, it would stop while its claim is held.
+        # (The wait can only fail the faulty order, never the right one.)
+        assert not Interruptible.told.wait(1.0), "told to stop before the release"
+        holder.rollback()
+    stopping.join(30)
+    assert Interruptible.seen == ["available"]
+    released = snapshot(engine, iid)
+    assert (released.status, released.attempt) == ("available", 0)
 
 
 def test_gc_deletes_finished_instances_past_retention_only(engine: Engine) -> None:
