@@ -16,6 +16,7 @@ import inspect
 import json
 import re
 import textwrap
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -131,13 +132,54 @@ def where(obj: Any) -> str:
     return f"{obj.__module__}.{name}"
 
 
+def signature_parameters(obj: Callable[..., Any]) -> list[inspect.Parameter]:
+    """``obj``'s parameters, a ``**options: Unpack[SomeTypedDict]`` spread into the
+    TypedDict's keywords (keyword-only, default None) where it stands."""
+    hints = typing.get_type_hints(obj)
+    out: list[inspect.Parameter] = []
+    for param in inspect.signature(obj).parameters.values():
+        spread = _unpacked(hints.get(param.name)) if param.kind is param.VAR_KEYWORD else None
+        if spread is None:
+            out.append(param)
+            continue
+        for name, annotation, _ in typed_dict_fields(spread):
+            out.append(inspect.Parameter(name, param.KEYWORD_ONLY, default=None,
+                                         annotation=annotation))  # fmt: skip
+    return out
+
+
+def _unpacked(hint: Any) -> type | None:
+    if typing.get_origin(hint) is typing.Unpack:
+        inner = typing.get_args(hint)[0]
+        return inner if typing.is_typeddict(inner) else None
+    return None
+
+
+def typed_dict_fields(cls: type) -> list[tuple[str, str, str]]:
+    """(name, annotation as written, attribute docstring) of each field of a TypedDict."""
+    source = textwrap.dedent(inspect.getsource(cls))
+    node = ast.parse(source).body[0]
+    assert isinstance(node, ast.ClassDef)
+    return list(documented_assignments(source, node.body))
+
+
 def parameters(obj: Callable[..., Any]) -> list[Row]:
-    """A row per parameter of ``obj``, documented by the ``Args:`` section of its docstring."""
+    """A row per parameter of ``obj``, documented by the ``Args:`` section of its docstring
+    (a spread TypedDict's keywords by the TypedDict's attribute docstrings)."""
     _, docs = split_docstring(obj)
-    signature = inspect.signature(obj)
+    hints = typing.get_type_hints(obj)
+    spread_docs: dict[str, str] = {}
+    spreads: set[str] = set()
+    for param in inspect.signature(obj).parameters.values():
+        spread = _unpacked(hints.get(param.name)) if param.kind is param.VAR_KEYWORD else None
+        if spread is not None:
+            spreads.add(param.name)
+            spread_docs.update({name: doc for name, _, doc in typed_dict_fields(spread)})
     rows = []
-    for param in signature.parameters.values():
-        doc = docs.get(param.name)
+    names = []
+    for param in signature_parameters(obj):
+        names.append(param.name)
+        doc = docs.get(param.name) or spread_docs.get(param.name)
         if not doc:
             raise Undocumented(
                 f"{where(obj)}: parameter {param.name!r} has no entry in the Args: section "
@@ -146,7 +188,7 @@ def parameters(obj: Callable[..., Any]) -> list[Row]:
         annotation = "" if param.annotation is param.empty else str(param.annotation)
         default = "required" if param.default is param.empty else code(value(param.default))
         rows.append(Row(param.name, annotation, default, doc))
-    extra = sorted(set(docs) - set(signature.parameters))
+    extra = sorted(set(docs) - set(names) - spreads)
     if extra:
         raise Undocumented(f"{where(obj)}: its Args: section names no parameter {extra}")
     return rows

@@ -52,6 +52,7 @@ from _reference_sources import (
     paragraphs,
     parameters,
     prose,
+    signature_parameters,
     split_docstring,
     table,
     value,
@@ -92,7 +93,7 @@ def call_form(label: str, obj: Callable[..., Any], *, annotated: bool = False) -
     """``label(a, b=1, *, c=None)``: how ``obj`` is called (annotations as written)."""
     parts: list[str] = []
     star = False
-    for param in inspect.signature(obj).parameters.values():
+    for param in signature_parameters(obj):
         if param.kind is param.KEYWORD_ONLY and not star:
             parts.append("*")
             star = True
@@ -169,9 +170,9 @@ def class_options_section() -> list[str]:
 def insert_section() -> list[str]:
     """``insert()``, then how ``Cls.new`` and ``insert_all`` share its options."""
     lines = parameter_section("insert()", "gen_durable.insert", api.insert)
-    own = set(inspect.signature(api.insert).parameters) - {"bind", "cls"}
-    new = set(inspect.signature(fsm.Definition.new).parameters) - {"cls"}
-    batch = set(inspect.signature(api.insert_all).parameters) - {"bind", "specs"}
+    own = {p.name for p in signature_parameters(api.insert)} - {"bind", "cls"}
+    new = {p.name for p in signature_parameters(fsm.Definition.new)} - {"cls"}
+    batch = {p.name for p in signature_parameters(api.insert_all)} - {"bind", "specs"}
     unknown = sorted((new | batch) - own)
     if unknown:
         raise Undocumented(f"Cls.new/insert_all take options insert() does not: {unknown}")

@@ -6,26 +6,6 @@ The functions live in :mod:`gen_durable.store.migration`; this module keeps
 
 from __future__ import annotations
 
-from gen_durable.store.migration import (
-    config,
-    current,
-    downgrade,
-    downgrade_bind,
-    head,
-    script_directory,
-    steps,
-    upgrade,
-    upgrade_bind,
-)
-
-__all__ = [
-    "config",
-    "current",
-    "downgrade",
-    "downgrade_bind",
-    "head",
-    "script_directory",
-    "steps",
-    "upgrade",
-    "upgrade_bind",
-]
+# The documented names are store.migration's __all__.
+from gen_durable.store.migration import *  # noqa: F403
+from gen_durable.store.migration import __all__ as __all__

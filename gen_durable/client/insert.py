@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal, Unpack
 
 import attrs
 from sqlalchemy import Connection
@@ -18,7 +18,7 @@ from gen_durable import events, store, tracing
 from gen_durable.client.targets import Bind, connection
 from gen_durable.domain import serialization
 from gen_durable.domain.definitions import Definition
-from gen_durable.domain.insert_spec import InsertSpec
+from gen_durable.domain.insert_spec import InsertOptions, InsertSpec
 from gen_durable.errors import DuplicateInstance, InvalidTransition, ValidationError
 
 OnConflict = Literal["return", "raise"]
@@ -35,22 +35,13 @@ def insert(
     bind: Bind,
     cls: type[Definition] | str,
     *,
-    state: Any = None,
-    args: Any = None,
-    correlation_key: str | None = None,
-    queue: str | None = None,
-    priority: int | None = None,
-    delay: float | None = None,
-    run_at: datetime | None = None,
-    max_attempts: int | None = None,
-    concurrency_key: str | None = None,
-    concurrency_limit: int | None = None,
     on_conflict: OnConflict = "return",
     dedup_window: float | None = None,
     debounce: float | None = None,
     max_wait: float | None = None,
     replace: bool = False,
     now: datetime | None = None,
+    **options: Unpack[InsertOptions],
 ) -> int:
     """Insert one instance in the caller's transaction and return its id.
 
@@ -68,20 +59,10 @@ def insert(
     Args:
         bind: The caller's ``Session`` or ``Connection``; nothing is committed.
         cls: The FSM or Job class, or its registry name (registered in this process).
-        state: An FSM's state (JSON, or its ``State`` type); None: ``{}``, or for a typed
-            class a ``State`` built from no fields.
-        args: A Job's args (JSON, or its ``Args`` type); a Job takes ``args``, not
-            ``state``. None: ``{}``, or an ``Args`` built from no fields.
-        correlation_key: A name for the instance, unique among unfinished instances.
-        queue: The queue; None: the class's ``queue`` option.
-        priority: 0 to 9, lower claimed first; None: the class's ``priority`` option.
-        delay: Seconds until the instance may run (it is ``scheduled`` until then).
-        run_at: A timezone-aware time the instance may run from (instead of ``delay``).
-        max_attempts: Attempts per step; None: the class's ``max_attempts`` option.
-        concurrency_key: The concurrency key; None: what the class's
-            ``concurrency_key`` function gives.
-        concurrency_limit: How many instances with the key may run at once; None: the
-            class's ``concurrency_limit`` option.
+        options: The instance's own options, as for ``Cls.new``:
+            :class:`~gen_durable.domain.insert_spec.InsertOptions` (``state`` or ``args``,
+            ``correlation_key``, ``queue``, ``priority``, ``delay`` or ``run_at``,
+            ``max_attempts``, ``concurrency_key``, ``concurrency_limit``).
         on_conflict: With a live ``correlation_key``, ``"return"`` its instance's id or
             ``"raise"`` :class:`DuplicateInstance`.
         dedup_window: Seconds during which a finished instance with the key still counts
@@ -93,21 +74,15 @@ def insert(
         now: Replaces the database's ``now()`` for the times written (for tests).
     """
     if debounce is not None:
-        _check_debounce(correlation_key, debounce, max_wait, delay, run_at)
-        delay = debounce
-    spec = InsertSpec.build(
-        cls,
-        state=state,
-        args=args,
-        correlation_key=correlation_key,
-        queue=queue,
-        priority=priority,
-        delay=delay,
-        run_at=run_at,
-        max_attempts=max_attempts,
-        concurrency_key=concurrency_key,
-        concurrency_limit=concurrency_limit,
-    )
+        _check_debounce(
+            options.get("correlation_key"),
+            debounce,
+            max_wait,
+            options.get("delay"),
+            options.get("run_at"),
+        )
+        options["delay"] = debounce
+    spec = InsertSpec.build(cls, **options)
     if debounce is not None:
         pushed = _debounce(bind, spec, debounce, max_wait, replace, now)
         if pushed is not None:

@@ -14,20 +14,10 @@ from typing import Any, Literal
 
 import attrs
 
+from gen_durable.domain import outcomes as out
 from gen_durable.domain.insert_spec import InsertSpec
 from gen_durable.domain.options import HistoryMode
-from gen_durable.domain.outcomes import (
-    KEEP,
-    Await,
-    Cancel,
-    Done,
-    Fail,
-    Next,
-    Outcome,
-    RateLimited,
-    Sleep,
-    Spawn,
-)
+from gen_durable.domain.outcomes import KEEP, Outcome
 from gen_durable.errors import InvalidOutcome, shown
 from gen_durable.types import FINISHED, JSON
 
@@ -216,7 +206,7 @@ def _failure(snap: StepSnapshot, failure: Failure) -> dict[str, Any]:
 
 
 def _outcome(snap: StepSnapshot, outcome: Outcome, error: JSON) -> dict[str, Any]:
-    if isinstance(outcome, Next):
+    if isinstance(outcome, out.Next):
         _check_step(snap, outcome.step, "Next")
         delay = outcome.delay if outcome.run_at is None else None
         return {
@@ -227,7 +217,7 @@ def _outcome(snap: StepSnapshot, outcome: Outcome, error: JSON) -> dict[str, Any
             "run_at": outcome.run_at,
             "error": error,
         }
-    if isinstance(outcome, Await):
+    if isinstance(outcome, out.Await):
         _check_step(snap, outcome.then, "Await then")
         if outcome.on_timeout is not None:
             _check_step(snap, outcome.on_timeout, "Await on_timeout")
@@ -242,7 +232,7 @@ def _outcome(snap: StepSnapshot, outcome: Outcome, error: JSON) -> dict[str, Any
             "timeout_step": outcome.on_timeout,
             "error": error,
         }
-    if isinstance(outcome, Sleep):
+    if isinstance(outcome, out.Sleep):
         _check_step(snap, outcome.then, "Sleep then")
         return {
             "kind": "sleep",
@@ -252,7 +242,7 @@ def _outcome(snap: StepSnapshot, outcome: Outcome, error: JSON) -> dict[str, Any
             "run_at": outcome.until,
             "error": error,
         }
-    if isinstance(outcome, Spawn):
+    if isinstance(outcome, out.Spawn):
         _check_step(snap, outcome.then, "Spawn then")
         count = len(outcome.children)
         if snap.max_children is not None and count > snap.max_children:
@@ -268,7 +258,7 @@ def _outcome(snap: StepSnapshot, outcome: Outcome, error: JSON) -> dict[str, Any
             "join_policy": outcome.on_failure,
             "error": error,
         }
-    if isinstance(outcome, Done):
+    if isinstance(outcome, out.Done):
         return {
             "kind": "done",
             "status": "done",
@@ -276,10 +266,10 @@ def _outcome(snap: StepSnapshot, outcome: Outcome, error: JSON) -> dict[str, Any
             "result": outcome.result,
             "error": error,
         }
-    if isinstance(outcome, Fail):
+    if isinstance(outcome, out.Fail):
         reason = error if error is not None else _reason("Fail", outcome.reason)
         return {"kind": "fail", "status": "failed", "step": snap.step, "error": reason}
-    if isinstance(outcome, RateLimited):
+    if isinstance(outcome, out.RateLimited):
         return {
             "kind": "rate_limited",
             "status": _ready(outcome.retry_after, None),
@@ -289,7 +279,7 @@ def _outcome(snap: StepSnapshot, outcome: Outcome, error: JSON) -> dict[str, Any
             "reset_attempt": False,
             "give_back_attempt": True,
         }
-    if isinstance(outcome, Cancel):
+    if isinstance(outcome, out.Cancel):
         reason = error if error is not None else _reason("Cancel", outcome.reason)
         return {"kind": "cancel", "status": "cancelled", "step": snap.step, "error": reason}
     raise InvalidOutcome(

@@ -10,14 +10,13 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping
-from datetime import datetime
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, Unpack
 
 import attrs
 
 from gen_durable.domain import registry, serialization
 from gen_durable.domain.context import Context
-from gen_durable.domain.insert_spec import InsertSpec
+from gen_durable.domain.insert_spec import InsertOptions, InsertSpec
 from gen_durable.domain.options import (
     DEFAULT_QUEUE,
     HISTORY_MODES,
@@ -96,34 +95,13 @@ class Definition:
         raise NotImplementedError
 
     @classmethod
-    def new(
-        cls,
-        *,
-        state: Any = None,
-        args: Any = None,
-        correlation_key: str | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        delay: float | None = None,
-        run_at: datetime | None = None,
-        max_attempts: int | None = None,
-        concurrency_key: str | None = None,
-        concurrency_limit: int | None = None,
-    ) -> InsertSpec:
-        """Build an insert spec for ``insert_all`` (validated at once, nothing written)."""
-        return InsertSpec.build(
-            cls,
-            state=state,
-            args=args,
-            correlation_key=correlation_key,
-            queue=queue,
-            priority=priority,
-            delay=delay,
-            run_at=run_at,
-            max_attempts=max_attempts,
-            concurrency_key=concurrency_key,
-            concurrency_limit=concurrency_limit,
-        )
+    def new(cls, **options: Unpack[InsertOptions]) -> InsertSpec:
+        """Build an insert spec for ``insert_all`` (validated at once, nothing written).
+
+        Takes the options of :func:`gen_durable.insert` that concern the instance
+        itself (:class:`~gen_durable.domain.insert_spec.InsertOptions`).
+        """
+        return InsertSpec.build(cls, **options)
 
     def step(self, name: str, ctx: Context) -> Outcome:
         """Run step ``name``; by default calls the method of that name with ``ctx``."""

@@ -4,7 +4,7 @@ down to the INSERT."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import attrs
 
@@ -14,6 +14,41 @@ from gen_durable.domain.registry import Definable, resolve
 from gen_durable.domain.routing import concurrency_key_of, rate_bucket_of
 from gen_durable.errors import ValidationError
 from gen_durable.types import JSON
+
+
+class InsertOptions(TypedDict, total=False):
+    """The options a new instance takes: of ``Cls.new``, ``insert`` and ``signal(start=)``.
+
+    Declared once here; those functions take them as ``**options`` (typed: a checker
+    sees each keyword) and :meth:`InsertSpec.build` validates them.
+    """
+
+    state: Any
+    """An FSM's state (JSON, or its ``State`` type); None: ``{}``, or for a typed class a
+    ``State`` built from no fields."""
+    args: Any
+    """A Job's args (JSON, or its ``Args`` type); a Job takes ``args``, not ``state``.
+    None: ``{}``, or an ``Args`` built from no fields."""
+    correlation_key: str | None
+    """A name for the instance, unique among unfinished instances."""
+    queue: str | None
+    """The queue; None: the class's ``queue`` option."""
+    priority: int | None
+    """0 to 9, lower claimed first; None: the class's ``priority`` option."""
+    delay: float | None
+    """Seconds until the instance may run (it is ``scheduled`` until then)."""
+    run_at: datetime | None
+    """A timezone-aware time the instance may run from (instead of ``delay``)."""
+    max_attempts: int | None
+    """Attempts per step; None: the class's ``max_attempts`` option."""
+    concurrency_key: str | None
+    """The concurrency key; None: what the class's ``concurrency_key`` function gives."""
+    concurrency_limit: int | None
+    """How many instances with the key may run at once; None: the class's
+    ``concurrency_limit`` option."""
+
+
+OPTION_NAMES = frozenset(InsertOptions.__annotations__)
 
 
 @attrs.frozen
@@ -55,22 +90,18 @@ class InsertSpec:
         return self.cls._gd_initial
 
     @classmethod
-    def build(
-        cls,
-        definition: Definable | str,
-        *,
-        state: Any = None,
-        args: Any = None,
-        correlation_key: str | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        delay: float | None = None,
-        run_at: datetime | None = None,
-        max_attempts: int | None = None,
-        concurrency_key: str | None = None,
-        concurrency_limit: int | None = None,
-    ) -> InsertSpec:
+    def build(cls, definition: Definable | str, **options: Unpack[InsertOptions]) -> InsertSpec:
         """Validate every option and the state/args against the class's type."""
+        unknown = sorted(set(options) - OPTION_NAMES)
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s) {', '.join(unknown)}")
+        state, args = options.get("state"), options.get("args")
+        correlation_key = options.get("correlation_key")
+        queue, priority = options.get("queue"), options.get("priority")
+        delay, run_at = options.get("delay"), options.get("run_at")
+        max_attempts = options.get("max_attempts")
+        concurrency_key = options.get("concurrency_key")
+        concurrency_limit = options.get("concurrency_limit")
         target = resolve(definition)
         if state is not None and args is not None:
             raise ValidationError("give state= or args=, not both")

@@ -27,6 +27,7 @@ from _support.bad_input import (
     bad_priorities,
     bad_seconds,
     bad_strings,
+    census,
     piece,
     refused,
     storable,
@@ -359,3 +360,21 @@ def test_runner_refuses_queue_names_insert_refuses_with_inserts_message(
     with pytest.raises(ConfigurationError) as from_runner:
         durable.Runner(engine, queues={name: 1})
     assert str(from_runner.value) == str(from_insert.value)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: durable.insert(s, Box, stat={}),
+        lambda s: Box.new(queue="q", prority=1),
+        lambda s: durable.signal(s, "k", "go", start=Box.new(correlationkey="k")),
+    ],
+    ids=["insert", "new", "signal-start"],
+)
+def test_an_unknown_option_is_a_type_error_and_writes_nothing(engine: Engine, call: Any) -> None:
+    """The options are one TypedDict spread as ``**options``: a misspelt one must still be
+    refused as Python refuses an unexpected keyword, not ignored."""
+    before = census(engine)
+    with Session(engine) as s, s.begin(), pytest.raises(TypeError, match="unexpected keyword"):
+        call(s)
+    assert census(engine) == before
