@@ -193,12 +193,17 @@ class Executor:
                 with tracer.step_scope(claimed.id):
                     returned = instance.step(claimed.step, ctx)
             outcome = steps.as_outcome(cls, returned)
-            # Checked now: a bad value fails the attempt that made it, not the next load.
-            new = serialization.encode_state(
-                outcome_state(outcome, ctx.state), cls._gd_state_type, what
-            )
-            router = steps.router(cls, claimed, new.data)
-            transition = decide(snap, outcome, new.text, route=router, seconds=_since(started))
+            if isinstance(outcome, RateLimited):
+                # The step re-runs from the state it was claimed with, as after a failure:
+                # its in-place changes are not stored.
+                text, router = None, steps.router(cls, claimed, claimed.state)
+            else:
+                # Checked now: a bad value fails the attempt that made it, not the next load.
+                new = serialization.encode_state(
+                    outcome_state(outcome, ctx.state), cls._gd_state_type, what
+                )
+                text, router = new.text, steps.router(cls, claimed, new.data)
+            transition = decide(snap, outcome, text, route=router, seconds=_since(started))
             use_session = ctx.session_if_open is not None
         except RateLimitedError as refused:
             _discard(ctx)

@@ -18,6 +18,7 @@ from gen_durable import FSM, Done, Job, RateLimit, RateLimited, Runner, store
 from gen_durable.domain.decide import Route, StepSnapshot, decide
 from gen_durable.errors import DefinitionError, RateLimitedError, ValidationError
 from gen_durable.runtime.claiming import rate_limit_of
+from gen_durable.testing import drain
 
 FAST = {"lease": 5.0, "poll_interval": 0.1, "grace": 2.0}
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -225,3 +226,22 @@ def test_bad_rate_limits_raise_typed_errors(session: Session) -> None:
     with pytest.raises(ValidationError):  # could never fit its bucket
         durable.insert(session, Priced, state={"cost": 11})
     assert durable.insert(session, Priced, state={"cost": 10}) > 0
+
+
+class Refused(FSM):
+    name = "rl.Refused"
+    steps = ("call",)
+
+    def call(self, ctx: durable.Context) -> Any:
+        ctx.state["tries"] = ctx.state.get("tries", 0) + 1
+        return RateLimited(60)
+
+
+def test_a_returned_rate_limited_stores_no_in_place_change(engine: Engine) -> None:
+    """RateLimited re-runs the step from the state it was claimed with, as a failure does;
+    stored in-place changes would make the re-run see a state no commit moved on to."""
+    with Session(engine) as s, s.begin():
+        iid = durable.insert(s, Refused)
+    assert [r.decision.kind for r in drain(engine)] == ["rate_limited"]
+    assert snapshot(engine, iid).state == {}
+    assert snapshot(engine, iid).attempt == 0

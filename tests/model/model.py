@@ -23,8 +23,8 @@ code the engine runs) with a :class:`Ctx` and applies DESIGN.md §2 and §5 and 
   committed as if returned (its kind; the exception stays the stored error, even for a
   ``Fail``/``Cancel``, as docs/outcomes.md says), or the instance fails (kind
   ``error``, same version). ``RateLimited`` (returned or raised) commits ``rate_limited``
-  and gives the attempt back (a returned one keeps in-place state changes, as the engine
-  does; the workload makes none). A crash (a lost lease) uses the attempt and commits
+  and gives the attempt back; the state stays as claimed (in-place changes by the step
+  are not stored, as after an exception). A crash (a lost lease) uses the attempt and commits
   nothing; on the last attempt the instance fails with ``LeaseExpired``, no ``on_error``.
 - **Children.** Spawn parks the instance until its ``on_failure`` condition holds; then it
   resumes once at ``then`` and this and every later step see ``ctx.children`` (spawn
@@ -233,8 +233,7 @@ class _Machine:
             return self.again("rate_limited", refused.retry_after, give_back=True)
         except Exception as exc:
             return self.failed(exc)
-        if isinstance(out, RateLimited):
-            self.t.state = _json(ctx.state)
+        if isinstance(out, RateLimited):  # like a failure: in-place changes are not stored
             return self.again("rate_limited", out.retry_after, give_back=True)
         self.move(out, ctx.state, error=None)
 
