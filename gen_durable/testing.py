@@ -282,7 +282,7 @@ def assert_inserted(
     raise AssertionError("\n".join(lines))
 
 
-def _differs(row: Any, wanted: Mapping[str, Any]) -> list[str]:
+def _differs(row: testing_sql.Inserted, wanted: Mapping[str, Any]) -> list[str]:
     return [k for k, v in wanted.items() if not _matches(v, getattr(row, k))]
 
 

@@ -79,7 +79,7 @@ def audit(dsn: str | None, as_json: bool, **filters: Any) -> None:
     """List operator actions, newest first: who retried, cancelled, signalled, paused,
     resumed or pruned what, and when (paginate with --before LAST_ID)."""
     with open_engine(dsn) as engine, engine.connect() as conn:
-        rows = [dict(r._mapping) for r in store.audit.listing(conn, **filters)]
+        rows = [r._asdict() for r in store.audit.listing(conn, **filters)]
     if as_json:
         _emit(rows)
         return

@@ -65,7 +65,7 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 def list_command(dsn: str | None, as_json: bool, **filters: Any) -> None:
     """List instances, newest first (paginate with --before LAST_ID)."""
     with open_engine(dsn) as engine, engine.connect() as conn:
-        rows = [dict(r._mapping) for r in store.queries.list_instances(conn, **filters)]
+        rows = [r._asdict() for r in store.queries.list_instances(conn, **filters)]
     if as_json:
         _emit(rows)
         return
@@ -164,7 +164,7 @@ def show(dsn: str | None, target: str, history_limit: int, as_json: bool) -> Non
                 click.echo(f"{'':>20}{h['error'].splitlines()[0]}")
 
 
-def _history_json(row: Any) -> dict[str, Any]:
+def _history_json(row: store.history.HistoryRecord) -> dict[str, Any]:
     return {
         key: getattr(row, key)
         for key in (
@@ -315,9 +315,9 @@ def stats(dsn: str | None, as_json: bool) -> None:
     """Instances per queue and status; unfinished ones per step; instances finished in
     the last 1, 5 and 15 minutes."""
     with open_engine(dsn) as engine, engine.connect() as conn:
-        counts = [dict(r._mapping) for r in store.queries.counts(conn)]
-        steps = [dict(r._mapping) for r in store.queries.step_counts(conn)]
-        finished = [dict(r._mapping) for r in store.queries.throughput(conn, None)]
+        counts = [r._asdict() for r in store.queries.counts(conn)]
+        steps = [r._asdict() for r in store.queries.step_counts(conn)]
+        finished = [r._asdict() for r in store.queries.throughput(conn, None)]
     if as_json:
         _emit({"counts": counts, "steps": steps, "throughput": finished})
         return

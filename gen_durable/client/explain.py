@@ -7,12 +7,14 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import attrs
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 
 from gen_durable import store
 from gen_durable.client.targets import Bind, check_target, connection, not_found
 from gen_durable.errors import NotFound, ValidationError
 from gen_durable.store import explain as explain_sql
+from gen_durable.store.explain import LiveNode
+from gen_durable.store.instances import InstanceRecord
 from gen_durable.types import JSON, Status
 
 __all__ = ["Explanation", "Reason", "explain"]
@@ -134,7 +136,7 @@ _COPIED = (
 )
 """The fields of :class:`Explanation` that copy the instance's column of that name."""
 _Problem = tuple[Reason, str]
-_Rows = Sequence[Row[Any]]
+_Nodes = Sequence[LiveNode]
 
 
 @attrs.frozen
@@ -152,7 +154,7 @@ class _Seen:
     """An unfinished instance, with the live runners and pending signals it reports on."""
 
     conn: Connection
-    row: Row[Any]
+    row: InstanceRecord
     at: datetime
     live: bool
     heartbeat_timeout: float
@@ -165,7 +167,12 @@ class _Seen:
 
     @classmethod
     def read(
-        cls, conn: Connection, row: Row[Any], at: datetime, timeout: float, now: datetime | None
+        cls,
+        conn: Connection,
+        row: InstanceRecord,
+        at: datetime,
+        timeout: float,
+        now: datetime | None,
     ) -> _Seen:
         """Look up the live runners and the instance's pending signals."""
         nodes = explain_sql.live_nodes(conn, timedelta(seconds=timeout), now)
@@ -289,7 +296,8 @@ def _blocked(seen: _Seen) -> _Verdict:
     """Its concurrency key is at its limit: held by which running instances."""
     row = seen.row
     key = row.concurrency_key
-    holders = explain_sql.key_holders(seen.conn, key)
+    # A blocked instance has a key; without one, none holds it (as = NULL matched no row).
+    holders = explain_sql.key_holders(seen.conn, key) if key is not None else []
     text = (
         f"is blocked: its concurrency key {key!r} allows {row.concurrency_limit or 1} running "
         f"at once, and {_ids(holders, len(holders))} hold(s) it. It becomes runnable when one "
@@ -314,7 +322,7 @@ _UNFINISHED: dict[Status, Callable[[_Seen], _Verdict]] = {
 }
 
 
-_FINISHED: dict[Status, Callable[[Row[Any], str], str]] = {
+_FINISHED: dict[Status, Callable[[InstanceRecord, str], str]] = {
     Status.DONE: lambda row, when: f"done {when}, at step {row.step!r}.",
     Status.CANCELLED: lambda row, when: f"cancelled {when} ({_error(row.error)}).",
     Status.FAILED: lambda row, when: (
@@ -325,7 +333,7 @@ _FINISHED: dict[Status, Callable[[Row[Any], str], str]] = {
 
 
 def _runner_problem(
-    row: Row[Any], nodes: _Rows, serving: _Rows, knowing: _Rows, heartbeat_timeout: float
+    row: InstanceRecord, nodes: _Nodes, serving: _Nodes, knowing: _Nodes, heartbeat_timeout: float
 ) -> _Problem | None:
     """Why no live runner would run the instance now, or None if one would."""
     if not nodes:
@@ -350,7 +358,7 @@ def _no_runner_at_all(heartbeat_timeout: float, tail: str = "") -> str:
     return f"no runner is live (none sent a heartbeat in the last {heartbeat_timeout:g}s){extra}."
 
 
-def _attempt(row: Row[Any]) -> str:
+def _attempt(row: InstanceRecord) -> str:
     return f"attempt {row.attempt} of {row.max_attempts}"
 
 

@@ -7,14 +7,12 @@ outlives the instances it touched.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
     Connection,
-    Row,
     cast,
     func,
     insert,
@@ -88,6 +86,21 @@ def add_count(conn: Connection, audit_id: int, key: str, by: int) -> None:
     run(conn, _ADD_COUNT, {"id": audit_id, "key": key, "by": by})
 
 
+class AuditRecord(NamedTuple):
+    """One row of ``gd_audit`` (its columns, in order)."""
+
+    id: int
+    at: datetime
+    action: str
+    target: str | None
+    instance_id: int | None
+    actor: str | None
+    details: Any
+
+
+_LISTING = select(*(A.c[name] for name in AuditRecord._fields))
+
+
 def listing(
     conn: Connection,
     *,
@@ -96,12 +109,12 @@ def listing(
     actor: str | None = None,
     before_id: int | None = None,
     limit: int = 50,
-) -> Sequence[Row[Any]]:
+) -> list[AuditRecord]:
     """Audit rows matching every given filter, newest first (keyset-paginated by id).
 
     ``target`` matches the target as given (a key, a queue) or the instance it resolved to.
     """
-    stmt = select(A.c.id, A.c.at, A.c.action, A.c.target, A.c.instance_id, A.c.actor, A.c.details)
+    stmt = _LISTING
     if action is not None:
         stmt = stmt.where(A.c.action == action)
     if actor is not None:
@@ -112,4 +125,4 @@ def listing(
         stmt = stmt.where(or_(match, A.c.instance_id == int(target)) if by_id else match)
     if before_id is not None:
         stmt = stmt.where(A.c.id < before_id)
-    return run(conn, stmt.order_by(A.c.id.desc()).limit(limit)).all()
+    return list(map(AuditRecord._make, run(conn, stmt.order_by(A.c.id.desc()).limit(limit))))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, func, select, tuple_
+from sqlalchemy import Connection, func, select, tuple_
 
 from gen_durable.store._common import NOW, I, N, S, param, run
 
@@ -19,6 +18,14 @@ def database_now(conn: Connection, now: datetime | None) -> datetime:
     return value
 
 
+class PendingSignal(NamedTuple):
+    """The pending (unconsumed) signals of one name: how many, and the first one's id."""
+
+    name: str
+    n: int
+    first: int
+
+
 _PENDING = (
     select(S.c.name, func.count().label("n"), func.min(S.c.id).label("first"))
     .where(S.c.instance_id == param("id", "bigint"), S.c.consumed_at.is_(None))
@@ -27,9 +34,9 @@ _PENDING = (
 )
 
 
-def pending_signals(conn: Connection, instance_id: int) -> Sequence[Row[Any]]:
-    """(name, n) of the instance's pending signals, by first arrival."""
-    return run(conn, _PENDING, {"id": instance_id}).all()
+def pending_signals(conn: Connection, instance_id: int) -> list[PendingSignal]:
+    """(name, n, first) of the instance's pending signals, by first arrival."""
+    return list(map(PendingSignal._make, run(conn, _PENDING, {"id": instance_id})))
 
 
 _HOLDERS = (
@@ -64,16 +71,27 @@ def unfinished_children(conn: Connection, parent_id: int, limit: int = 100) -> l
     return list(run(conn, _WAITED_FOR, {"parent": parent_id, "limit": limit}).scalars())
 
 
+class LiveNode(NamedTuple):
+    """A runner with a recent heartbeat, and what it serves."""
+
+    id: str
+    queues: Any
+    """Its queues (a JSON object keyed by queue name)."""
+    fsms: list[str]
+    """The registry names of the classes it knows."""
+    heartbeat_at: datetime
+
+
 _LIVE_NODES = (
-    select(N.c.id, N.c.queues, N.c.fsms, N.c.heartbeat_at)
+    select(*(N.c[name] for name in LiveNode._fields))
     .where(N.c.heartbeat_at > NOW - param("stale", "interval"))
     .order_by(N.c.id)
 )
 
 
-def live_nodes(conn: Connection, stale_after: Any, now: datetime | None) -> Sequence[Row[Any]]:
+def live_nodes(conn: Connection, stale_after: Any, now: datetime | None) -> list[LiveNode]:
     """Runners whose heartbeat is more recent than ``stale_after`` (a ``timedelta``)."""
-    return run(conn, _LIVE_NODES, {"stale": stale_after, "now": now}).all()
+    return list(map(LiveNode._make, run(conn, _LIVE_NODES, {"stale": stale_after, "now": now})))
 
 
 _AHEAD = select(func.count()).select_from(

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import Connection, Row, func, insert, select
+from sqlalchemy import Connection, func, insert, select
 
 from gen_durable.domain.decide import Transition
 from gen_durable.store import models
@@ -101,18 +101,52 @@ def record(
     run(conn, _RECORD, params)
 
 
+class HistoryRecord(NamedTuple):
+    """One row of ``gd_history`` (its columns, in order)."""
+
+    id: int
+    instance_id: int
+    fsm: str
+    version: int
+    attempt: int
+    from_step: str
+    to_step: str | None
+    kind: str
+    status: str
+    duration_ms: float
+    error: str | None
+    at: datetime
+
+
 _OF_INSTANCE = (
-    select(H)
+    select(*(H.c[name] for name in HistoryRecord._fields))
     .where(H.c.instance_id == param("instance_id", "bigint"))
     .order_by(H.c.id.desc())
     .limit(param("limit", "int"))
 )
 
 
-def of_instance(conn: Connection, instance_id: int, limit: int) -> list[Row[Any]]:
+def of_instance(conn: Connection, instance_id: int, limit: int) -> list[HistoryRecord]:
     """The last ``limit`` transitions of an instance, oldest first."""
     rows = run(conn, _OF_INSTANCE, {"instance_id": instance_id, "limit": limit}).all()
-    return list(reversed(rows))
+    return [HistoryRecord._make(row) for row in reversed(rows)]
+
+
+class Edge(NamedTuple):
+    """A distinct recorded transition of a class, and how many times it happened."""
+
+    from_step: str
+    to_step: str | None
+    """None: the transition finished the instance."""
+    kind: str
+    n: int
+
+
+class Start(NamedTuple):
+    """A step the first recorded transition of ``n`` instances left."""
+
+    from_step: str
+    n: int
 
 
 _EDGES = (
@@ -129,13 +163,13 @@ _STARTS = (
 )
 
 
-def edges(conn: Connection, fsm: str) -> tuple[list[Row[Any]], list[Row[Any]]]:
+def edges(conn: Connection, fsm: str) -> tuple[list[Edge], list[Start]]:
     """What the recorded history of class ``fsm`` did (it reads every row of the class).
 
     Returns (edges, starts): (from_step, to_step, kind, n) per distinct transition,
     ``to_step`` None when it finished the instance; and (from_step, n): how many
     instances had their first recorded transition (version 0) leave that step.
     """
-    found = list(run(conn, _EDGES, {"fsm": fsm}).all())
-    starts = list(run(conn, _STARTS, {"fsm": fsm}).all())
+    found = list(map(Edge._make, run(conn, _EDGES, {"fsm": fsm})))
+    starts = list(map(Start._make, run(conn, _STARTS, {"fsm": fsm})))
     return found, starts

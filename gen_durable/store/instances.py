@@ -4,11 +4,12 @@ New rows are inserted by :mod:`gen_durable.store.inserts`."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, case, cast, func, literal, select, update
+from sqlalchemy import Connection, case, cast, func, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 
 from gen_durable.store._common import FINISHED, NOW, I, S, param, run, seconds
@@ -83,14 +84,27 @@ def debounce(
     return run(conn, stmt, {"now": now}).scalar_one_or_none() is not None
 
 
-def lock_target(conn: Connection, target: int | str) -> Row[Any] | None:
+class Target(NamedTuple):
+    """The instance a target names, as :func:`lock_target` locked it."""
+
+    id: int
+    status: str
+    queue: str
+    correlation_key: str | None
+    finished_at: datetime | None
+
+
+_TARGET = select(*(I.c[name] for name in Target._fields))
+
+
+def lock_target(conn: Connection, target: int | str) -> Target | None:
     """Lock the instance a target names (id, or the live instance of a key)."""
-    stmt = select(I.c.id, I.c.status, I.c.queue, I.c.correlation_key, I.c.finished_at)
     if isinstance(target, int):
-        stmt = stmt.where(I.c.id == target)
+        stmt = _TARGET.where(I.c.id == target)
     else:
-        stmt = stmt.where(I.c.correlation_key == target, I.c.finished_at.is_(None))
-    return run(conn, stmt.with_for_update()).one_or_none()
+        stmt = _TARGET.where(I.c.correlation_key == target, I.c.finished_at.is_(None))
+    row = run(conn, stmt.with_for_update()).one_or_none()
+    return None if row is None else Target._make(row)
 
 
 def resolve_read(conn: Connection, target: int | str) -> int | None:
@@ -108,14 +122,74 @@ def resolve_read(conn: Connection, target: int | str) -> int | None:
     return found
 
 
-def fetch(conn: Connection, instance_id: int) -> Row[Any] | None:
+class InstanceRecord(NamedTuple):
+    """One whole row of ``gd_instances`` (its columns, in order)."""
+
+    id: int
+    fsm: str
+    queue: str
+    priority: int
+    status: str
+    step: str
+    state: Any
+    version: int
+    attempt: int
+    max_attempts: int
+    run_at: datetime | None
+    correlation_key: str | None
+    concurrency_key: str | None
+    concurrency_limit: int | None
+    rate_key: str | None
+    rate_weight: float | None
+    lease_token: uuid.UUID | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    await_names: list[str] | None
+    await_all: bool
+    await_limit: int | None
+    timeout_step: str | None
+    await_pack: list[int] | None
+    result: Any
+    error: Any
+    parent_id: int | None
+    pending_children: int
+    join_policy: str | None
+    children_from: int | None
+    trace_context: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+_INSTANCE = select(*(I.c[name] for name in InstanceRecord._fields))
+
+
+def fetch(conn: Connection, instance_id: int) -> InstanceRecord | None:
     """The whole row of one instance."""
-    return run(conn, select(I).where(I.c.id == instance_id)).one_or_none()
+    row = run(conn, _INSTANCE.where(I.c.id == instance_id)).one_or_none()
+    return None if row is None else InstanceRecord._make(row)
 
 
-def fetch_signals(conn: Connection, instance_id: int) -> Sequence[Row[Any]]:
+class SignalRecord(NamedTuple):
+    """One whole row of ``gd_signals`` (its columns, in order)."""
+
+    id: int
+    instance_id: int
+    name: str
+    payload: Any
+    idempotency_key: str | None
+    created_at: datetime
+    consumed_at: datetime | None
+    consumed_version: int | None
+
+
+_SIGNALS = select(*(S.c[name] for name in SignalRecord._fields))
+
+
+def fetch_signals(conn: Connection, instance_id: int) -> list[SignalRecord]:
     """Every signal of one instance, oldest first."""
-    return run(conn, select(S).where(S.c.instance_id == instance_id).order_by(S.c.id)).all()
+    stmt = _SIGNALS.where(S.c.instance_id == instance_id).order_by(S.c.id)
+    return list(map(SignalRecord._make, run(conn, stmt)))
 
 
 CANCELLED: dict[str, Any] = {
@@ -132,6 +206,14 @@ CANCELLED: dict[str, Any] = {
 """What a cancel writes: the row finishes, its lease and its awaits revoked (its error is
 the ``error`` parameter, JSON text)."""
 
+
+class InstanceQueue(NamedTuple):
+    """An instance a statement changed, and its queue (whose runners to wake)."""
+
+    id: int
+    queue: str
+
+
 _CANCEL = (
     update(I)
     .where(I.c.id == param("id", "bigint"), I.c.finished_at.is_(None))
@@ -140,9 +222,12 @@ _CANCEL = (
 )
 
 
-def cancel(conn: Connection, instance_id: int, error: str, now: datetime | None) -> Row[Any] | None:
+def cancel(
+    conn: Connection, instance_id: int, error: str, now: datetime | None
+) -> InstanceQueue | None:
     """Cancel an unfinished instance and revoke its lease; None if it had finished."""
-    return run(conn, _CANCEL, {"id": instance_id, "error": error, "now": now}).one_or_none()
+    row = run(conn, _CANCEL, {"id": instance_id, "error": error, "now": now}).one_or_none()
+    return None if row is None else InstanceQueue._make(row)
 
 
 _RETRY = (
@@ -153,17 +238,22 @@ _RETRY = (
 )
 
 
-def retry(conn: Connection, instance_id: int, now: datetime | None) -> Row[Any] | None:
+def retry(conn: Connection, instance_id: int, now: datetime | None) -> InstanceQueue | None:
     """Make a failed or cancelled instance runnable again at its step, attempts reset.
 
     What the step awaited stays: a step that failed with a pack gets the same pack again.
     """
-    return run(conn, _RETRY, {"id": instance_id, "now": now}).one_or_none()
+    row = run(conn, _RETRY, {"id": instance_id, "now": now}).one_or_none()
+    return None if row is None else InstanceQueue._make(row)
 
 
 __all__ = [
     "CANCELLED",
     "FINISHED",
+    "InstanceQueue",
+    "InstanceRecord",
+    "SignalRecord",
+    "Target",
     "cancel",
     "debounce",
     "fetch",

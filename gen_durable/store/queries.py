@@ -2,13 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import NamedTuple
 
-from sqlalchemy import Connection, Row, func, select
+from sqlalchemy import Connection, func, select
 
 from gen_durable.store._common import NOW, I, run
+
+
+class ListedInstance(NamedTuple):
+    """An instance as a listing shows it."""
+
+    id: int
+    fsm: str
+    status: str
+    step: str
+    queue: str
+    priority: int
+    attempt: int
+    correlation_key: str | None
+    run_at: datetime | None
+    updated_at: datetime
+
+
+_LISTED = select(*(I.c[name] for name in ListedInstance._fields))
 
 
 def list_instances(
@@ -21,24 +38,13 @@ def list_instances(
     correlation_key: str | None = None,
     before_id: int | None = None,
     limit: int = 50,
-) -> Sequence[Row[Any]]:
+) -> list[ListedInstance]:
     """Instances matching every given filter, newest first, ``limit`` at a time.
 
     Pass the last id of a page as ``before_id`` for the next one (keyset pagination: the
     cost of a page does not grow with how far back it is).
     """
-    stmt = select(
-        I.c.id,
-        I.c.fsm,
-        I.c.status,
-        I.c.step,
-        I.c.queue,
-        I.c.priority,
-        I.c.attempt,
-        I.c.correlation_key,
-        I.c.run_at,
-        I.c.updated_at,
-    )
+    stmt = _LISTED
     for column, value in (
         (I.c.fsm, fsm),
         (I.c.status, status),
@@ -50,32 +56,65 @@ def list_instances(
             stmt = stmt.where(column == value)
     if before_id is not None:
         stmt = stmt.where(I.c.id < before_id)
-    return run(conn, stmt.order_by(I.c.id.desc()).limit(limit)).all()
+    return list(map(ListedInstance._make, run(conn, stmt.order_by(I.c.id.desc()).limit(limit))))
 
 
-def counts(conn: Connection) -> Sequence[Row[Any]]:
+class StatusCount(NamedTuple):
+    """How many instances of a queue have a status."""
+
+    queue: str
+    status: str
+    n: int
+
+
+_COUNTS = (
+    select(I.c.queue, I.c.status, func.count().label("n"))
+    .group_by(I.c.queue, I.c.status)
+    .order_by(I.c.queue, I.c.status)
+)
+
+
+def counts(conn: Connection) -> list[StatusCount]:
     """Instances per queue and status."""
-    stmt = (
-        select(I.c.queue, I.c.status, func.count().label("n"))
-        .group_by(I.c.queue, I.c.status)
-        .order_by(I.c.queue, I.c.status)
-    )
-    return run(conn, stmt).all()
+    return list(map(StatusCount._make, run(conn, _COUNTS)))
 
 
-def step_counts(conn: Connection) -> Sequence[Row[Any]]:
+class StepCount(NamedTuple):
+    """How many unfinished instances of a queue and class are at a step, with a status."""
+
+    queue: str
+    fsm: str
+    step: str
+    status: str
+    n: int
+
+
+_STEP_COUNTS = (
+    select(I.c.queue, I.c.fsm, I.c.step, I.c.status, func.count().label("n"))
+    .where(I.c.finished_at.is_(None))
+    .group_by(I.c.queue, I.c.fsm, I.c.step, I.c.status)
+    .order_by(I.c.queue, I.c.fsm, I.c.step, I.c.status)
+)
+
+
+def step_counts(conn: Connection) -> list[StepCount]:
     """Unfinished instances per queue, class, step and status."""
-    stmt = (
-        select(I.c.queue, I.c.fsm, I.c.step, I.c.status, func.count().label("n"))
-        .where(I.c.finished_at.is_(None))
-        .group_by(I.c.queue, I.c.fsm, I.c.step, I.c.status)
-        .order_by(I.c.queue, I.c.fsm, I.c.step, I.c.status)
-    )
-    return run(conn, stmt).all()
+    return list(map(StepCount._make, run(conn, _STEP_COUNTS)))
 
 
 THROUGHPUT_WINDOWS = (1, 5, 15)
 """Minutes over which :func:`throughput` counts finished instances."""
+
+
+class Throughput(NamedTuple):
+    """Instances of a queue that finished with a status in each of :data:`THROUGHPUT_WINDOWS`
+    (a field ``last_<m>m`` per window, in the same order)."""
+
+    queue: str
+    status: str
+    last_1m: int
+    last_5m: int
+    last_15m: int
 
 
 _WINDOWS = [
@@ -90,7 +129,7 @@ _THROUGHPUT = (
 )
 
 
-def throughput(conn: Connection, now: datetime | None) -> Sequence[Row[Any]]:
+def throughput(conn: Connection, now: datetime | None) -> list[Throughput]:
     """Instances finished per queue and status over the last 1, 5 and 15 minutes (read
     through the index on ``finished_at``: the cost is the rows of the last 15 minutes)."""
-    return run(conn, _THROUGHPUT, {"now": now}).all()
+    return list(map(Throughput._make, run(conn, _THROUGHPUT, {"now": now})))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import NamedTuple
 
-from sqlalchemy import Connection, Row, exists, func, select
+from sqlalchemy import Connection, exists, func, select
 from sqlalchemy.dialects.postgresql import Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -72,7 +71,18 @@ def set_paused(conn: Connection, name: str, paused: bool, now: datetime | None) 
     run(conn, _SET_PAUSED, {"name": name, "paused": paused, "now": now})
 
 
-def settings(conn: Connection) -> Sequence[Row[Any]]:
-    """Every queue with stored settings: (name, paused, concurrency_limit, updated_at)."""
-    columns = (Q.c.name, Q.c.paused, Q.c.concurrency_limit, Q.c.updated_at)
-    return run(conn, select(*columns).order_by(Q.c.name)).all()
+class QueueSettings(NamedTuple):
+    """A queue's stored settings."""
+
+    name: str
+    paused: bool
+    concurrency_limit: int | None
+    updated_at: datetime
+
+
+_SETTINGS = select(*(Q.c[name] for name in QueueSettings._fields)).order_by(Q.c.name)
+
+
+def settings(conn: Connection) -> list[QueueSettings]:
+    """Every queue with stored settings, by name."""
+    return list(map(QueueSettings._make, run(conn, _SETTINGS)))

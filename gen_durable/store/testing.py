@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, delete, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
 from gen_durable.store import models
 from gen_durable.store._common import I, param, run
@@ -40,29 +40,33 @@ def runnable_queues(conn: Connection, fsms: Sequence[str]) -> list[str]:
     return list(run(conn, _RUNNABLE_QUEUES, {"fsms": list(fsms)}).scalars())
 
 
+class Inserted(NamedTuple):
+    """An instance with the fields ``assert_inserted`` matches on."""
+
+    id: int
+    fsm: str
+    status: str
+    step: str
+    state: Any
+    queue: str
+    priority: int
+    correlation_key: str | None
+    concurrency_key: str | None
+    max_attempts: int
+    parent_id: int | None
+
+
 _OF_CLASS = (
-    select(
-        I.c.id,
-        I.c.fsm,
-        I.c.status,
-        I.c.step,
-        I.c.state,
-        I.c.queue,
-        I.c.priority,
-        I.c.correlation_key,
-        I.c.concurrency_key,
-        I.c.max_attempts,
-        I.c.parent_id,
-    )
+    select(*(I.c[name] for name in Inserted._fields))
     .where(I.c.fsm == param("fsm", "text"))
     .order_by(I.c.id)
     .limit(param("limit", "int"))
 )
 
 
-def instances_of(conn: Connection, fsm: str, limit: int) -> Sequence[Row[Any]]:
+def instances_of(conn: Connection, fsm: str, limit: int) -> list[Inserted]:
     """The first ``limit`` instances of one class, oldest first."""
-    return run(conn, _OF_CLASS, {"fsm": fsm, "limit": limit}).all()
+    return list(map(Inserted._make, run(conn, _OF_CLASS, {"fsm": fsm, "limit": limit})))
 
 
 _PER_CLASS = select(I.c.fsm, func.count().label("n")).group_by(I.c.fsm).order_by(I.c.fsm)
