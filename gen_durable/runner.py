@@ -92,6 +92,8 @@ class Runner:
             raised or returned ``Fail``) or ``"none"`` — the default, because each
             recorded commit group costs one more INSERT (its WAL and a statement) in the
             hot path.
+        supervisor: The id of the supervisor that started this runner (``gen-durable run
+            --processes N``), recorded in ``gd_nodes``; None: started on its own.
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class Runner:
         cron: Iterable[Cron] = (),
         leader_ttl: float = 15.0,
         history: HistoryMode = "none",
+        supervisor: str | None = None,
     ) -> None:
         self.queues = config.check_queues(queues if queues is not None else {"default": 10})
         if isinstance(max_children, bool) or not isinstance(max_children, int) or max_children < 1:
@@ -133,6 +136,7 @@ class Runner:
         self.lease = lease
         self.grace = grace
         self.node_id = node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.supervisor = supervisor
         self._fixed_fsms = None if fsms is None else [registry.resolve(f).name for f in fsms]
         self._check_pool(engine)
         self._check_schema = check_schema
@@ -245,6 +249,7 @@ class Runner:
                 dict(self.queues),
                 self.known_fsms(),
                 None,
+                self.supervisor,
             )
         self._pool.start()
         self.committer.start()

@@ -1,8 +1,8 @@
-"""``gen-durable run`` (a worker process) and ``gen-durable dev`` (a local database)."""
+"""``gen-durable run`` (workers, ``--processes N`` under a supervisor), ``gen-durable workers``
+(the registered runners) and ``gen-durable dev`` (a local database)."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
@@ -12,8 +12,20 @@ from typing import Any
 import click
 from sqlalchemy import Engine, create_engine
 
-from gen_durable.cli import dsn_option, main, sqlalchemy_url
-from gen_durable.runner import SERVICE_CONNECTIONS, Runner
+from gen_durable import store
+from gen_durable.cli import DatabaseUnreachable, dsn_option, main, open_engine, sqlalchemy_url
+from gen_durable.cli.instances import _emit, _table, json_option
+from gen_durable.errors import ConfigurationError
+from gen_durable.runner import Runner
+from gen_durable.supervised import (
+    LOG_FORMAT,
+    app_engine,
+    auto_processes,
+    load_object,
+    runner_engine,
+    unreachable_reason,
+)
+from gen_durable.supervisor import Supervisor
 
 
 def parse_queues(text: str) -> dict[str, int]:
@@ -30,17 +42,37 @@ def parse_queues(text: str) -> dict[str, int]:
 
 
 def _load(spec: str) -> Any:
-    module_name, _, attr = spec.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        return load_object(spec)
     except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
-    if not attr:
-        return None
-    try:
-        return getattr(module, attr)
+        raise click.BadParameter(f"cannot import {spec.partition(':')[0]!r}: {exc}") from exc
     except AttributeError as exc:
+        module_name, _, attr = spec.partition(":")
         raise click.BadParameter(f"{module_name!r} has no attribute {attr!r}") from exc
+
+
+def parse_processes(text: str, queues: dict[str, int]) -> int:
+    """``--processes``: an int >= 1, or ``auto`` (one per CPU, at most one per slot)."""
+    if text == "auto":
+        return auto_processes(queues)
+    if not text.isdigit() or int(text) < 1:
+        raise click.BadParameter(
+            f"expected N >= 1 or 'auto', got {text!r}", param_hint="--processes"
+        )
+    if int(text) > sum(queues.values()):
+        raise click.BadParameter(
+            f"{text} processes but --queues has {sum(queues.values())} slot(s) in all: "
+            "a process would serve no queue",
+            param_hint="--processes",
+        )
+    return int(text)
+
+
+def _reachable(engine: Engine) -> None:
+    """Exit 3 (as every command does) when the database cannot be connected to."""
+    reason = unreachable_reason(engine)
+    if reason is not None:
+        raise DatabaseUnreachable(f"cannot connect to {reason}")
 
 
 @main.command()
@@ -68,6 +100,29 @@ def _load(spec: str) -> Any:
     help="Poll only, for PgBouncer in transaction pooling mode: no LISTEN connection, and "
     "the engine made from --dsn sends no server-side prepared statements.",
 )
+@click.option(
+    "--processes",
+    metavar="N|auto",
+    default=None,
+    help="Run N runner processes under one supervisor ('auto': one per CPU, at most one "
+    "per slot of the queues); each serves a share of every queue's concurrency, the shares "
+    "adding up to --queues. Without it, one runner runs in this process.",
+)
+@click.option(
+    "--max-restarts",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="With --processes: exit 1 when the processes died more than this many times, "
+    "all together, within --restart-window seconds (each dead one is restarted until then).",
+)
+@click.option(
+    "--restart-window",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="With --processes: the seconds over which --max-restarts counts deaths.",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO instead of WARNING.")
 def run(
     dsn: str | None,
@@ -78,44 +133,88 @@ def run(
     poll_interval: float,
     grace: float,
     no_listen: bool,
+    processes: str | None,
+    max_restarts: int,
+    restart_window: float,
     verbose: bool,
 ) -> None:
-    """Run a worker until SIGTERM or SIGINT (graceful: in-flight steps get --grace)."""
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Run a worker until SIGTERM or SIGINT (graceful: in-flight steps get --grace).
+
+    With --processes, a supervisor runs that many worker processes, forwards SIGTERM and
+    SIGINT to them, and restarts one that dies. Exit codes: 0 stopped as asked, 1 failed
+    (with --processes: the processes kept dying), 3 the database is unreachable.
+    """
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format=LOG_FORMAT)
     wanted = parse_queues(queues)
     if os.getcwd() not in sys.path:  # like `python -m`: the project's modules are importable
         sys.path.insert(0, os.getcwd())
     for module in imports:
         _load(module)
-    engine: Engine | None = None
     if app:
-        target = _load(app if ":" in app else f"{app}:engine")
-        engine = target() if callable(target) and not isinstance(target, Engine) else target
-        if not isinstance(engine, Engine):
-            raise click.BadParameter(f"{app} is not a SQLAlchemy Engine", param_hint="--app")
+        engine = _app_engine(app)
+        url = None
     elif dsn:
-        size = sum(wanted.values()) + len(wanted) + SERVICE_CONNECTIONS
-        # A server-side prepared statement outlives the transaction that made it, and
-        # PgBouncer hands the next transaction to whichever server connection is free.
-        connect_args = {"prepare_threshold": None} if no_listen else {}
-        engine = create_engine(
-            sqlalchemy_url(dsn), pool_size=size, max_overflow=0, connect_args=connect_args
-        )
+        url = sqlalchemy_url(dsn)
     else:
         raise click.UsageError("no database: pass --dsn, --app or set GEN_DURABLE_DSN")
-    runner = Runner(
-        engine,
-        wanted,
-        lease=lease,
-        poll_interval=poll_interval,
-        grace=grace,
-        listen=not no_listen,
-    )
-    click.echo(f"worker {runner.node_id}: queues {wanted}", err=True)
-    runner.run_forever()
+    # A server-side prepared statement outlives the transaction that made it, and
+    # PgBouncer hands the next transaction to whichever server connection is free.
+    engine_options = {"connect_args": {"prepare_threshold": None}} if no_listen else {}
+    options: dict[str, Any] = {"lease": lease, "poll_interval": poll_interval, "grace": grace}
+    options["listen"] = not no_listen
+    try:
+        if processes is not None:
+            supervisor = Supervisor(
+                wanted,
+                processes=parse_processes(processes, wanted),
+                dsn=None if url is None else url.render_as_string(hide_password=False),
+                app=app,
+                imports=imports,
+                engine_options=engine_options,
+                runner_options=options,
+                max_restarts=max_restarts,
+                restart_window=restart_window,
+                log_level=level,
+            )
+            shares = supervisor.shares
+            click.echo(f"supervisor {supervisor.id}: {len(shares)} processes {shares}", err=True)
+            sys.exit(supervisor.run())  # it reports why it failed, if it did
+        if url is not None:
+            engine = runner_engine(url, wanted, **engine_options)
+        _reachable(engine)
+        runner = Runner(engine, wanted, **options)
+        click.echo(f"worker {runner.node_id}: queues {wanted}", err=True)
+        runner.run_forever()
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _app_engine(app: str) -> Engine:
+    try:
+        return app_engine(app)
+    except TypeError as exc:
+        raise click.BadParameter(str(exc), param_hint="--app") from exc
+    except (ImportError, AttributeError):
+        _load(app if ":" in app else f"{app}:engine")  # raises the usage error naming it
+        raise
+
+
+@main.command()
+@dsn_option
+@json_option
+def workers(dsn: str | None, as_json: bool) -> None:
+    """The runners registered in the database: host, pid, queues, last heartbeat, and the
+    supervisor that started each (``run --processes``; empty for a runner on its own)."""
+    with open_engine(dsn) as engine, engine.connect() as conn:
+        nodes = [node._asdict() for node in store.maintenance.list_nodes(conn, None)]
+    if as_json:
+        _emit(nodes)
+        return
+    for node in nodes:
+        node["queues"] = ",".join(f"{q}={n}" for q, n in sorted((node["queues"] or {}).items()))
+        node["heartbeat"] = f"{node['silent_for']:.0f}s ago"
+    _table(nodes, ["id", "supervisor", "hostname", "pid", "queues", "heartbeat"])
 
 
 @main.command()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Connection,
+    Float,
     Row,
     case,
     cast,
@@ -172,6 +173,7 @@ _NEW_NODE = pg_insert(N).values(
     fsms=param("fsms", "text", is_array=True),
     started_at=NOW,
     heartbeat_at=NOW,
+    supervisor=param("supervisor", "text"),
 )
 _UPSERT_NODE = _NEW_NODE.on_conflict_do_update(
     index_elements=[N.c.id], set_={"heartbeat_at": NOW, "fsms": _NEW_NODE.excluded.fsms}
@@ -186,8 +188,10 @@ def upsert_node(
     queues: dict[str, int],
     fsms: Sequence[str],
     now: datetime | None,
+    supervisor: str | None = None,
 ) -> None:
-    """Record (or refresh) a runner: its queues and the classes it knows."""
+    """Record (or refresh) a runner: its queues, the classes it knows and the supervisor
+    that started it (None: started on its own)."""
     params = {
         "id": node_id,
         "hostname": hostname,
@@ -195,8 +199,37 @@ def upsert_node(
         "queues": json.dumps(queues),
         "fsms": list(fsms),
         "now": now,
+        "supervisor": supervisor,
     }
     run(conn, _UPSERT_NODE, params)
+
+
+class NodeInfo(NamedTuple):
+    """A runner as ``gen-durable workers`` shows it."""
+
+    id: str
+    supervisor: str | None
+    """The supervisor that started it (``gen-durable run --processes N``); None: on its own."""
+    hostname: str
+    pid: int
+    queues: Any
+    """Its queues (a JSON object: name -> concurrency)."""
+    fsms: list[str]
+    started_at: datetime
+    heartbeat_at: datetime
+    silent_for: float
+    """Seconds since its last heartbeat, by the database's clock."""
+
+
+_LIST_NODES = select(
+    *(N.c[name] for name in NodeInfo._fields[:-1]),
+    cast(func.extract("epoch", NOW - N.c.heartbeat_at), Float).label("silent_for"),
+).order_by(N.c.hostname, N.c.supervisor.nulls_first(), N.c.id)
+
+
+def list_nodes(conn: Connection, now: datetime | None) -> list[NodeInfo]:
+    """Every runner row (live or silent), grouped by host, then by supervisor."""
+    return list(map(NodeInfo._make, run(conn, _LIST_NODES, {"now": now})))
 
 
 _TOUCH_NODE = update(N).where(N.c.id == param("id", "text")).values(heartbeat_at=NOW)

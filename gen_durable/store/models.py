@@ -105,9 +105,7 @@ class Instance(Base):
     finished_at: Mapped[datetime | None] = mapped_column(TS)
 
     __table_args__ = (
-        CheckConstraint(
-            "status IN (" + ", ".join(f"'{s}'" for s in STATUSES) + ")", name="status"
-        ),
+        CheckConstraint("status IN (" + ", ".join(f"'{s}'" for s in STATUSES) + ")", name="status"),
         CheckConstraint("priority BETWEEN 0 AND 9", name="priority"),
         CheckConstraint("max_attempts >= 1", name="max_attempts"),
         CheckConstraint("concurrency_limit >= 1", name="concurrency_limit"),
@@ -215,6 +213,9 @@ class Node(Base):
     fsms: Mapped[list[str]] = mapped_column(ARRAY(Text))
     started_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
     heartbeat_at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+    supervisor: Mapped[str | None] = mapped_column(Text)
+    """The supervisor (``gen-durable run --processes N``) that started this runner; NULL
+    for a runner started on its own (migration 0011)."""
 
 
 class RateBucket(Base):

@@ -257,6 +257,7 @@ def _operator_reads(engine: Engine, tour: int) -> None:
         store.audit.add_count(conn, audit, "deleted", 1)
         store.audit.listing(conn, action="prune", target=str(tour), actor="guard")
         store.maintenance.count_garbage(conn, 0, None)
+        store.maintenance.list_nodes(conn, None)
         store.leases.extend(conn, [(tour, uuid.uuid4())], 10.0, None)  # lost: checked again
         store.leases.release(conn, [(tour, uuid.uuid4())], None)
         store.signals.pending_for(conn, [tour])

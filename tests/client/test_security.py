@@ -303,6 +303,10 @@ def test_plain_identifiers_are_accepted_as_schema_names() -> None:
 
 FORBIDDEN_MODULES = {"pickle", "cPickle", "marshal", "shelve", "dill", "cloudpickle"}
 FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__"}
+PICKLES_ONLY = {"gen_durable/supervisor.py"}
+"""Modules that may import pickle to *pickle* (never unpickle): the supervisor checks that
+its children's description pickles before it spawns them (multiprocessing's spawn
+unpickles it in the child, from the supervisor's own pipe)."""
 
 
 def package_sources() -> Iterator[tuple[Path, ast.Module]]:
@@ -323,11 +327,18 @@ def test_the_package_never_unpickles_or_evaluates_code() -> None:
             else:
                 continue
             if names & (FORBIDDEN_MODULES | FORBIDDEN_CALLS):
+                if names == {"pickle"} and str(path.relative_to(ROOT)) in PICKLES_ONLY:
+                    continue
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert found == []
+    for name in PICKLES_ONLY:
+        source = (ROOT / name).read_text()
+        assert not re.search(r"pickle\.(loads?|Unpickler)\b", source), name
     # And a plain text search, for what the syntax tree cannot see (getattr tricks).
     for path, _ in package_sources():
         source = path.read_text()
+        if str(path.relative_to(ROOT)) in PICKLES_ONLY:
+            source = source.replace("pickle.dumps(", "")
         assert not re.search(r"\bpickle\.|\bmarshal\.|\beval\(|\bexec\(", source), path
 
 

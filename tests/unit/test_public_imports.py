@@ -40,6 +40,7 @@ DOCUMENTED: dict[str, tuple[str, ...]] = {
     "gen_durable.migration": ("upgrade", "downgrade", "current", "head"),
     "gen_durable.testing": ("drain", "advance", "reset", "assert_inserted", "assert_signalled"),
     "gen_durable.runner": ("Runner", "DEFAULT_MAX_CHILDREN", "SERVICE_CONNECTIONS"),
+    "gen_durable.supervisor": ("Supervisor",),
     "gen_durable.wait": ("result", "wait"),
     "gen_durable.serialization": (
         "set_payload_limit",

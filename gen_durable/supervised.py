@@ -1,0 +1,234 @@
+"""The child side of :mod:`gen_durable.supervisor`: each child's share of the queues, the
+picklable description it is built from, and its main (one Runner, stopped by SIGTERM/SIGINT
+or by the supervisor's death)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from multiprocessing.connection import Connection, wait
+from types import FrameType
+from typing import Any
+
+import attrs
+from sqlalchemy import Engine, create_engine, pool
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from gen_durable.errors import ConfigurationError, DurableError
+from gen_durable.runner import SERVICE_CONNECTIONS, Runner
+from gen_durable.runtime import config
+
+log = logging.getLogger("gen_durable.supervisor")
+
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 3
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""The log line format of ``gen-durable run`` and of the children it supervises."""
+
+
+@attrs.frozen
+class ChildSpec:
+    """What a child needs to build its Runner; picklable, since ``spawn`` sends it.
+
+    Args:
+        index: The child's slot (0-based): the same after a restart.
+        supervisor: The supervisor's id, recorded in the child's ``gd_nodes`` row.
+        queues: This child's share of the queues (name -> concurrency).
+        dsn: The SQLAlchemy URL the child makes its engine from; or None, with ``app``.
+        app: ``"MODULE:OBJECT"``, an Engine or a callable returning one.
+        imports: Modules to import first (their FSM and Job classes).
+        engine_options: Extra ``create_engine`` arguments for an engine made from ``dsn``.
+        runner_options: Keyword arguments of the child's ``Runner``.
+        log_level: The level the child gives ``logging.basicConfig``; None: none.
+    """
+
+    index: int
+    supervisor: str
+    queues: dict[str, int]
+    dsn: str | None
+    app: str | None
+    imports: tuple[str, ...]
+    engine_options: dict[str, Any]
+    runner_options: dict[str, Any]
+    log_level: int | None
+
+
+def split_concurrency(queues: Mapping[str, int], processes: int) -> list[dict[str, int]]:
+    """Each process's share of every queue's concurrency, so the shares add up to it.
+
+    A queue of concurrency ``c`` gives every process ``c // processes`` slots; the
+    remaining ``c % processes`` slots go one each to the next processes in turn, the turn
+    carrying over from one queue to the next, so that the processes' totals differ by at
+    most one. A process whose share of a queue is 0 does not serve it. Raises
+    ``ConfigurationError`` when there are more processes than slots in all.
+    """
+    checked = config.check_queues(queues)
+    total = sum(checked.values())
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ConfigurationError(f"processes must be an int >= 1, got {processes!r}")
+    if processes > total:
+        raise ConfigurationError(
+            f"{processes} processes but the queues have {total} slot(s) in all: a process "
+            "would serve no queue"
+        )
+    shares: list[dict[str, int]] = [{} for _ in range(processes)]
+    turn = 0
+    for name, concurrency in checked.items():
+        base, extra = divmod(concurrency, processes)
+        for index, share in enumerate(shares):
+            n = base + (1 if (index - turn) % processes < extra else 0)
+            if n:
+                share[name] = n
+        turn = (turn + extra) % processes
+    return shares
+
+
+def auto_processes(queues: Mapping[str, int]) -> int:
+    """``processes="auto"``: one per CPU, but no more than the queues have slots."""
+    return max(1, min(os.cpu_count() or 1, sum(config.check_queues(queues).values())))
+
+
+def load_object(spec: str) -> Any:
+    """Import ``MODULE`` (None) or ``MODULE:ATTRIBUTE`` (the attribute).
+
+    Raises ImportError or AttributeError, as importing and ``getattr`` do.
+    """
+    module_name, _, attribute = spec.partition(":")
+    module = importlib.import_module(module_name)
+    return getattr(module, attribute) if attribute else None
+
+
+def app_engine(spec: str) -> Engine:
+    """The Engine named by ``MODULE:OBJECT`` (``MODULE`` means ``MODULE:engine``): the
+    object itself, or what calling it returns. Raises TypeError for anything else."""
+    target = load_object(spec if ":" in spec else f"{spec}:engine")
+    engine = target() if callable(target) and not isinstance(target, Engine) else target
+    if not isinstance(engine, Engine):
+        raise TypeError(f"{spec} is not a SQLAlchemy Engine")
+    return engine
+
+
+def runner_engine(url: Any, queues: Mapping[str, int], **options: Any) -> Engine:
+    """An engine on ``url`` whose pool holds what a Runner of ``queues`` may use at once."""
+    size = sum(queues.values()) + len(queues) + SERVICE_CONNECTIONS
+    return create_engine(url, pool_size=size, max_overflow=0, **options)
+
+
+def probe_engine(spec: ChildSpec) -> Engine:
+    """An engine for the supervisor's own few statements: no pooled connection is kept."""
+    if spec.app is not None:
+        return app_engine(spec.app)
+    assert spec.dsn is not None
+    connect_args = dict(spec.engine_options.get("connect_args", {}))
+    if "connect_timeout" not in make_url(spec.dsn).query:
+        connect_args.setdefault("connect_timeout", 10)
+    return create_engine(spec.dsn, poolclass=pool.NullPool, connect_args=connect_args)
+
+
+def unreachable_reason(engine: Engine) -> str | None:
+    """Why ``engine`` cannot connect (the driver's first line), or None if it can."""
+    try:
+        with engine.connect():
+            return None
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        return f"{engine.url.render_as_string(hide_password=True)}: {reason}"
+    finally:
+        engine.dispose()
+
+
+def build_runner(spec: ChildSpec) -> Runner:
+    """Import the modules, make the engine and the child's Runner (not started)."""
+    for module in spec.imports:
+        load_object(module)
+    if spec.app is not None:
+        engine = app_engine(spec.app)
+    else:
+        engine = runner_engine(spec.dsn, spec.queues, **spec.engine_options)
+    return Runner(engine, spec.queues, supervisor=spec.supervisor, **spec.runner_options)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _caught(signum: int, frame: FrameType | None) -> None:
+    """The Python handler of SIGTERM/SIGINT: nothing, the wakeup fd carries the signal."""
+
+
+@contextlib.contextmanager
+def signals_to(fd: int) -> Iterator[None]:
+    """While inside, SIGTERM and SIGINT are written to ``fd`` (a non-blocking pipe) by the
+    C handler, in whichever thread gets them, instead of stopping the process.
+
+    A main thread blocked in ``wait()`` on that pipe wakes up at once (a Python handler
+    would only run once the main thread runs again). Outside the main thread: no change.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous_fd = signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
+    previous = {signum: signal.signal(signum, _caught) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(previous_fd)
+
+
+def stop_signals(data: bytes) -> int:
+    """How many SIGTERM/SIGINT the bytes read from a wakeup fd hold."""
+    return sum(1 for signum in data if signum in STOP_SIGNALS)
+
+
+def child_main(spec: ChildSpec, reports: Connection) -> None:
+    """A child process: run its Runner until SIGTERM/SIGINT or the supervisor's death.
+
+    It tells the supervisor its node id once started, or ``fatal`` when its configuration
+    keeps it from starting (a restart would fail alike). Exit codes: 0 after a graceful
+    stop, 1 (fatal or a crash), 3 (the database was unreachable at start).
+    """
+    # First of all: a stop asked for while the child starts is kept, not lost.
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    with signals_to(wake_w):
+        _serve(spec, reports, wake_r)
+
+
+def _serve(spec: ChildSpec, reports: Connection, wake_r: int) -> None:
+    if spec.log_level is not None:
+        logging.basicConfig(level=spec.log_level, format=LOG_FORMAT)
+    try:
+        runner = build_runner(spec)
+        runner.start()
+    except (DurableError, ImportError, AttributeError, TypeError) as exc:
+        reports.send(("fatal", f"{type(exc).__name__}: {exc}"))
+        sys.exit(EXIT_FAILED)
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        log.error("worker %d cannot connect to the database: %s", spec.index, reason)
+        sys.exit(EXIT_UNREACHABLE)
+    log.info("worker %d is runner %s: queues %s", spec.index, runner.node_id, spec.queues)
+    parent = multiprocessing.parent_process()
+    watched: list[Any] = [wake_r] if parent is None else [wake_r, parent.sentinel]
+    try:
+        reports.send(("started", runner.node_id))
+        while wake_r in wait(watched):
+            if stop_signals(os.read(wake_r, 512)):
+                log.info(
+                    "worker %d (runner %s): signal received, draining", spec.index, runner.node_id
+                )
+                break
+        else:  # the supervisor was killed: nobody would stop or restart this process
+            log.warning("worker %d: its supervisor is gone, stopping", spec.index)
+    finally:
+        runner.stop()
+    log.info("worker %d (runner %s) stopped", spec.index, runner.node_id)
