@@ -5,19 +5,21 @@ waited for), counts what runs with that key in a fresh statement, and claims or 
 each candidate. Whoever stops a keyed instance from running (a transition, the reaper, a
 cancel, a shutdown release) takes the same lock — waiting for a claimer mid-decision —
 and makes the oldest blocked instances of the key available again. Blocked instances
-sit outside the picker's index, so they never hold up other work in their queue.
+sit outside the picker's index, so they never hold up other work in their queue; a claim
+that blocks a candidate blocks the key's next available rows with it (head-of-line: the
+next claims would spend their slots on them one batch at a time).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Row, func, literal, select, update
+from sqlalchemy import Connection, Row, func, literal, select, true, union_all, update
 
-from gen_durable.store import models
+from gen_durable.store import _fast, models
 from gen_durable.store._common import NOW, I, param, run, unnest_params
 
 
@@ -46,41 +48,121 @@ _RUNNING = (
     )
     .group_by(I.c.concurrency_key)
 )
+_FULL = unnest_params(key="text", n="int")
+# An alias: a self-read inside the UPDATE of the same table (tests/store/test_statement_guard.py).
+_QUEUED = I.alias("queued")
+BLOCK_AHEAD = 1000
+"""At most this many rows of a full key are blocked along with a claim's candidates (the
+next ones in the key's order): a bound on the claim's work, and so on how long a release
+of the key may wait for the claim."""
+_BEHIND = (
+    select(_QUEUED.c.id)
+    .where(
+        _QUEUED.c.concurrency_key == _FULL.c.key,
+        _QUEUED.c.status == "available",
+        _QUEUED.c.concurrency_limit <= _FULL.c.n,
+        _QUEUED.c.queue == param("queue", "text"),
+        _QUEUED.c.fsm == func.any(param("fsms", "text", is_array=True)),
+    )
+    .order_by(_QUEUED.c.priority, _QUEUED.c.run_at, _QUEUED.c.id)
+    .limit(BLOCK_AHEAD)
+    .with_for_update(skip_locked=True)
+    .lateral("behind")
+)
+_BLOCKED = union_all(
+    select(func.unnest(param("ids", "bigint", is_array=True))),  # locked candidates
+    select(_BEHIND.c.id).select_from(_FULL.join(_BEHIND, true())),
+).scalar_subquery()
 _BLOCK = (
     update(I)
-    .where(I.c.id == func.any(param("ids", "bigint", is_array=True)))  # locked candidates
+    # ``= ANY(ARRAY(...))`` keeps primary-key lookups: an ``IN (subquery)`` of up to
+    # BLOCK_AHEAD ids per key made the planner scan the whole table instead.
+    .where(I.c.id == func.any(func.array(_BLOCKED)))
     .values(status="blocked", updated_at=NOW)
 )
+"""Blocks the candidates over their key's limit and, in the same statement, the rows of
+those keys still available in the claim's queue (and classes) whose own limit is reached
+as well, so that the next claims do not spend their slots on them (head-of-line). Rows
+someone else holds locked are skipped, never waited for; a row inserted later is blocked
+when a claim meets it."""
 
 
-def admit(conn: Connection, candidates: Sequence[Row[Any]], now: datetime | None) -> list[int]:
-    """Of locked candidate rows (id, concurrency_key, concurrency_limit), the ids to claim.
+class Admission(NamedTuple):
+    """What :func:`admit` decided about a claim's keyed candidates."""
 
-    Keyed candidates over their key's limit are blocked; those whose key another runner is
-    deciding on right now stay available for the next round.
+    take: list[int]
+    """The ids to claim (rate limits permitting)."""
+    blocked: list[int]
+    """The candidates over their key's limit: :func:`block` blocks them."""
+    running: Counter[str]
+    """Per key this claim holds the lock of: how many ran before the claim."""
+    key_of: dict[int, str]
+    """The key of each candidate admitted or blocked."""
+
+
+def admit(conn: Connection, candidates: Sequence[Row[Any]]) -> Admission:
+    """Decide on locked candidate rows (id, concurrency_key, concurrency_limit): those to
+    claim, and those over their key's limit, which :func:`block` blocks.
+
+    Candidates whose key another runner is deciding on right now are neither: they stay
+    available for the next round. The lock attempts and the count of what runs travel in
+    one round trip: the count, a statement of its own after them, sees every commit that
+    came before the locks were granted.
     """
     take = [c.id for c in candidates if c.concurrency_key is None]
     keyed = [c for c in candidates if c.concurrency_key is not None]
     if not keyed:
-        return take
+        return Admission(take, [], Counter(), {})
     keys = sorted({c.concurrency_key for c in keyed})
-    held = set(run(conn, _TRY_LOCK, {"keys": keys, "prefix": _prefix()}).scalars())
-    running: Counter[str] = Counter()
-    if held:
-        for row in run(conn, _RUNNING, {"keys": sorted(held)}).all():
-            running[row.concurrency_key] = row.n
+    locked, counted = _fast.pipelined(
+        conn, [(_TRY_LOCK, {"keys": keys, "prefix": _prefix()}), (_RUNNING, {"keys": keys})]
+    )
+    held = {row.key for row in locked}
+    before = Counter({r.concurrency_key: r.n for r in counted if r.concurrency_key in held})
+    running = before.copy()
     blocked: list[int] = []
+    key_of: dict[int, str] = {}
     for c in keyed:
         if c.concurrency_key not in held:
             continue
+        key_of[c.id] = c.concurrency_key
         if running[c.concurrency_key] < c.concurrency_limit:
             running[c.concurrency_key] += 1
             take.append(c.id)
         else:
             blocked.append(c.id)
-    if blocked:
-        run(conn, _BLOCK, {"ids": blocked, "now": now})
-    return take
+    return Admission(take, blocked, before, key_of)
+
+
+def block(
+    admission: Admission,
+    taken: Collection[int],
+    queue: str,
+    fsms: Sequence[str],
+    now: datetime | None,
+) -> _fast.Call | None:
+    """The statement that blocks the admission's blocked candidates and the rows of their
+    keys behind them (see ``_BLOCK``), once ``taken`` (the ids this claim leases) is known;
+    None when no candidate was over its limit.
+
+    A key's rows are blocked while what runs with it — before the claim, and ``taken``
+    by it — reaches their own limit. The caller sends the statement in the claim's
+    transaction, before anything that could pick those rows again.
+    """
+    if not admission.blocked:
+        return None
+    key_of = admission.key_of
+    full = sorted({key_of[i] for i in admission.blocked})
+    running = admission.running + Counter(key_of[i] for i in taken if i in key_of)
+    params = {
+        "ids": sorted(admission.blocked),
+        "key": full,
+        "n": [running[k] for k in full],
+        "queue": queue,
+        "fsms": list(fsms),
+        "now": now,
+    }
+    return _BLOCK, params
 
 
 _FREED = unnest_params(key="text", n="int")

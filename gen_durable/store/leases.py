@@ -125,10 +125,12 @@ def claim(
     blocked by their concurrency key, rate-limited ones take their tokens or wait, and
     the admitted rows are leased in one more statement (``limit_of`` gives each class
     step's rate limit: the caller knows the classes; without it, a rate-limited
-    candidate raises ValueError). The
-    attempt is counted here, so
-    that a step that kills its worker cannot loop forever. Rows come back in priority,
-    then FIFO order.
+    candidate raises ValueError). A candidate blocked by its key blocks the rows of
+    the key behind it too, and the slots it leaves are offered once more to the rows
+    behind them, in the same round trip as the lease (so a backlog on a full key
+    costs one claim, not one claim per batch of its rows). The attempt is counted
+    here, so that a step that kills its worker cannot loop forever. Rows come back in
+    priority, then FIFO order.
 
     The claim's transaction commits without waiting for its WAL flush: if the database
     crashes before the flush, the claim is lost and the row is runnable as before, and
@@ -148,15 +150,42 @@ def claim(
         (_CLAIM, params),
     ]
     picked = _fast.pipelined(conn, calls)[-1]
-    rows = [r for r in picked if r.taken]
-    waiting = [r for r in picked if not r.taken]
-    if waiting:
-        admitted = set(concurrency.admit(conn, waiting, now))
-        ids = ratelimits.admit(conn, [c for c in waiting if c.id in admitted], now, limit_of)
-        if ids:
-            rows += _fast.execute(conn, _TAKE, {**params, "ids": ids})
+    rows, behind = _admit(conn, picked, params, limit_of, pick_again=True)
+    if behind is not None:
+        rows += _admit(conn, behind, params, limit_of, pick_again=False)[0]
     rows.sort(key=lambda r: (r.priority, r.run_at, r.id))
     return rows
+
+
+def _admit(
+    conn: Connection,
+    picked: list[Any],
+    params: dict[str, Any],
+    limit_of: ratelimits.LimitOf | None,
+    pick_again: bool,
+) -> tuple[list[Any], list[Any] | None]:
+    """The picked rows leased, those that needed admission included if admitted; and,
+    with ``pick_again``, when some were blocked and slots are left: the candidates
+    picked for those slots (picked after the block and the lease, in their round trip)."""
+    rows = [r for r in picked if r.taken]
+    waiting = [r for r in picked if not r.taken]
+    if not waiting:
+        return rows, None
+    admission = concurrency.admit(conn, waiting)
+    allowed = set(admission.take)
+    ids = ratelimits.admit(conn, [c for c in waiting if c.id in allowed], params["now"], limit_of)
+    block = concurrency.block(admission, ids, params["queue"], params["fsms"], params["now"])
+    calls = [block] if block is not None else []
+    if ids:
+        calls.append((_TAKE, {**params, "ids": ids}))
+    left = params["limit"] - len(rows) - len(ids)
+    again = pick_again and block is not None and left > 0
+    if again:
+        calls.append((_CLAIM, {**params, "limit": left}))
+    sent = _fast.pipelined(conn, calls) if calls else []
+    if ids:
+        rows += sent[-2 if again else -1]
+    return rows, sent[-1] if again else None
 
 
 _HELD = unnest_params(id="bigint", token="uuid")

@@ -139,6 +139,15 @@ class Instance(Base):
             "id",
             postgresql_where=text("status = 'blocked'"),
         ),
+        # A full key's rows still available, blocked in bulk by a claim (head-of-line).
+        Index(
+            "ix_gd_instances_key_available",
+            "concurrency_key",
+            "priority",
+            "run_at",
+            "id",
+            postgresql_where=text("status = 'available' AND concurrency_key IS NOT NULL"),
+        ),
         # The reaper scans only running rows; lease_expires_at stays unindexed (HOT).
         Index("ix_gd_instances_running", "id", postgresql_where=text("status = 'running'")),
         # A correlation key is unique among unfinished instances.
