@@ -20,7 +20,7 @@ from gen_durable.domain import definitions as registry
 from gen_durable.domain.cron import Cron
 from gen_durable.domain.options import HISTORY_MODES, HistoryMode
 from gen_durable.errors import ConfigurationError
-from gen_durable.runtime import config
+from gen_durable.runtime import claiming, config
 from gen_durable.runtime.committer import Committer
 from gen_durable.runtime.dispatcher import Dispatcher
 from gen_durable.runtime.executor import Executor
@@ -274,6 +274,11 @@ class Runner:
             dispatcher.stop_claiming()
         for dispatcher in self.dispatchers.values():
             dispatcher.join()
+        ahead = [lease for d in self.dispatchers.values() for lease in d.take_ahead()]
+        if ahead:  # claimed ahead, never started: another runner may take them now
+            for lease in ahead:
+                self.inflight.remove(lease.instance_id)
+            self._release(ahead, "claimed ahead")
         deadline = threading.Event()
         timer = threading.Timer(grace, deadline.set)
         timer.start()
@@ -283,7 +288,7 @@ class Runner:
         timer.cancel()
         leftovers = self.inflight.snapshot()
         if leftovers:
-            self._release(leftovers)
+            self._release(leftovers, "still running after the grace period")
         self.committer.stop()
         for service in self._services:
             service.stop()
@@ -298,14 +303,10 @@ class Runner:
         self._pool.shutdown()
         log.info("runner %s stopped", self.node_id)
 
-    def _release(self, leftovers: list[Any]) -> None:
+    def _release(self, leftovers: list[Any], why: str) -> None:
         try:
-            with self.engine.begin() as conn:
-                released = store.leases.release(
-                    conn, [(lease.instance_id, lease.token) for lease in leftovers], None
-                )
-                store.notify.notify(conn, {lease.queue for lease in leftovers})
-            log.info("released %d claim(s) still running after the grace period", len(released))
+            released = claiming.release(self.engine, leftovers)
+            log.info("released %d claim(s) %s", len(released), why)
         except Exception as exc:  # the reaper returns them once their leases expire
             log.warning("could not release claims: %s", exc)
         finally:

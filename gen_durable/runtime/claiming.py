@@ -16,6 +16,7 @@ from gen_durable import events, faults, store
 from gen_durable.domain import definitions as registry
 from gen_durable.domain import routing
 from gen_durable.domain.ratelimit import RateLimit
+from gen_durable.runtime.inflight import Lease
 from gen_durable.runtime.steps import Claimed
 from gen_durable.types import Child, Signal, Status
 
@@ -58,6 +59,15 @@ def claim(
             instance_ids=[c.id for c in claimed],
         )
     return claimed
+
+
+def release(engine: Engine, leases: Sequence[Lease]) -> list[int]:
+    """Give claims back: runnable again at once, each attempt returned (its signal pack
+    stays recorded); the queues' runners are notified. Returns the ids released."""
+    with engine.begin() as conn:
+        released = store.leases.release(conn, [(x.instance_id, x.token) for x in leases], None)
+        store.notify.notify(conn, {x.queue for x in leases})
+    return released
 
 
 def rate_limit_of(fsm: str, step: str) -> RateLimit | None:

@@ -75,6 +75,10 @@ class Executor:
         self._inflight.add(lease)
         return lease
 
+    def forget(self, lease: Lease) -> None:
+        """Unregister a lease given back before its step started."""
+        self._inflight.remove(lease.instance_id)
+
     def run(self, claimed: Claimed, lease: Lease) -> StepReport:
         """Run the step, decide, commit, and wait for the commit. Never raises for a
         step's own errors (inline use: :func:`gen_durable.testing.drain`)."""
