@@ -3,12 +3,13 @@
     python -m benchmarks run [--dsn postgresql://user@host/db] [--workload W1,W3] [--quick]
     python -m benchmarks plans [--dsn ...] [--rows 1000000]
 
-``run`` measures the workloads W1-W8 (see the modules of this package) and, in the same
-run and on the same server, calibrates it with pgbench; it prints one JSON line per figure
-(and per pgbench sample) on stdout, progress on stderr, then a table. Without ``--dsn`` it
-starts a private embedded PostgreSQL (durable commits on) and deletes it afterwards. With
-``--dsn`` it works in schemas of its own (``--schema``, default ``gd_bench``, and
-``<schema>_ref`` for pgbench), created for the run and dropped at the end.
+``run`` measures the workloads W1-W10 and W1P (see the modules of this package) and, in
+the same run and on the same server, calibrates it with pgbench; it prints one JSON line
+per figure (and per pgbench sample) on stdout, progress on stderr, then a table. Runners
+run in child processes; the throughput rows give their CPU and the server's per step.
+Without ``--dsn`` it starts a private embedded PostgreSQL (durable commits on) and deletes
+it afterwards. With ``--dsn`` it works in schemas of its own (``--schema``, default
+``gd_bench``, and ``<schema>_ref`` for pgbench), created for the run and dropped at the end.
 
 ``plans`` prints EXPLAIN (ANALYZE, BUFFERS) of the hot statements on a seeded table.
 """
@@ -25,7 +26,18 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks import bigtables, children, fsms, jobs, latency, memory, plans, waiting
+from benchmarks import (
+    bigtables,
+    children,
+    fsms,
+    jobs,
+    latency,
+    memory,
+    pickup,
+    plans,
+    processes,
+    waiting,
+)
 from benchmarks.calibration import find_pgbench
 from benchmarks.common import Bench, Figure, Options
 from benchmarks.connection import server
@@ -33,12 +45,15 @@ from benchmarks.output import emit, log
 
 WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "W1": jobs.run,
+    "W1P": processes.run,
     "W2": fsms.run,
     "W3": latency.run_w3,
     "W4": latency.run_w4,
     "W5": children.run,
     "W7": memory.run,
     "W8": waiting.run,
+    "W9": pickup.run_w9,
+    "W10": pickup.run_w10,
     "W6": bigtables.run,  # last: it seeds two million rows
 }
 
@@ -66,25 +81,35 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+DIGITS = {"ms": 2, "s": 3, "MB": 1}
+
+
 def table(figures: list[Figure]) -> str:
     head = (
-        f"{'':4} {'figure':<52} {'value':>10} {'unit':<7} {'c':>3} {'TPS_ref':>8} {'E':>6} "
-        f"{'commit/st':>9} {'stmt/st':>7} {'RT/st':>6} {'WAL B/st':>8} {'HOT':>5} {'p99 ms':>7} "
-        f"{'vs empty':>8}"
+        f"{'':4} {'figure':<50} {'value':>9} {'unit':<7} {'c':>3} {'TPS_ref':>7} {'E':>5} "
+        f"{'commit/st':>9} {'stmt/st':>7} {'RT/st':>6} {'WAL B/st':>8} {'HOT':>4} "
+        f"{'CPU us/st':>9} {'srv us/st':>9} {'p99 ms':>7} {'vs empty':>8}  target"
     )
     lines = [head, "-" * len(head)]
-    for f in sorted(figures, key=lambda f: f.workload):
+    order = list(WORKLOADS)
+    notes = []
+    for f in sorted(figures, key=lambda f: order.index(f.workload)):
         x = f.extra
-        digits = 2 if f.unit == "ms" else 1 if f.unit == "MB" else 0
         lines.append(
-            f"{f.workload:4} {f.name[:52]:<52} {_fmt(f.value, digits):>10} {f.unit:<7} "
-            f"{_fmt(f.clients):>3} {_fmt(f.tps_ref):>8} {_fmt(f.e, 2):>6} "
+            f"{f.workload:4} {f.name[:50]:<50} {_fmt(f.value, DIGITS.get(f.unit, 0)):>9} "
+            f"{f.unit:<7} {_fmt(f.clients):>3} {_fmt(f.tps_ref):>7} {_fmt(f.e, 2):>5} "
             f"{_fmt(x.get('commits_per_step'), 3):>9} {_fmt(x.get('statements_per_step'), 2):>7} "
             f"{_fmt(x.get('round_trips_per_step'), 2):>6} "
-            f"{_fmt(x.get('wal_bytes_per_step')):>8} {_fmt(x.get('hot_ratio'), 2):>5} "
-            f"{_fmt(x.get('p99_ms'), 2):>7} {_fmt(x.get('ratio_to_empty'), 2):>8}"
+            f"{_fmt(x.get('wal_bytes_per_step')):>8} {_fmt(x.get('hot_ratio'), 2):>4} "
+            f"{_fmt(x.get('runner_cpu_us_per_step')):>9} "
+            f"{_fmt(x.get('server_cpu_us_per_step')):>9} "
+            f"{_fmt(x.get('p99_ms'), 2):>7} {_fmt(x.get('ratio_to_empty'), 2):>8}  "
+            f"{x.get('target', '')}"
         )
-    return "\n".join(lines)
+        for key in ("skipped", "note"):
+            if key in x:
+                notes.append(f"{f.workload} {f.name}: {key} - {x[key]}")
+    return "\n".join([*lines, "", *notes] if notes else lines)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -98,6 +123,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         repeat=args.repeat,
         pgbench_seconds=args.pgbench_seconds or (1.0 if args.quick else 3.0),
         window=args.window or (2.0 if args.quick else 8.0),
+        steps=args.steps or (2_000 if args.quick else 20_000),
+        pickup_seconds=args.pickup_seconds or (4.0 if args.quick else 20.0),
     )
     pgbench = find_pgbench(args.pgbench)
     if pgbench is None:
@@ -121,6 +148,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                     "repeat": options.repeat,
                     "window_s": options.window,
                     "pgbench_s": options.pgbench_seconds,
+                    "steps": options.steps,
+                    "pickup_s": options.pickup_seconds,
+                    "postmaster_pid": bench.postmaster,
+                    "postmaster": bench.postmaster_note,
                 }
             )
             for name in order:
@@ -145,6 +176,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         for c, r in bench.calibration.summary().items()
     )
     print(f"\nTPS_ref (pgbench -M prepared, single-row UPDATE, median): {refs or '-'}")
+    print(
+        f"CPUs: {os.cpu_count()}. CPU us/st: the Runner process(es), srv us/st: every process "
+        f"of the server (postmaster pid {bench.postmaster or 'NONE'}: {bench.postmaster_note})"
+    )
     print(f"total {elapsed:.0f} s")
     return 0
 
@@ -166,9 +201,19 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="measure the workloads")
     run.add_argument("--dsn", help="libpq URI or SQLAlchemy URL (default: embedded server)")
     run.add_argument("--workload", default=",".join(WORKLOADS), help="e.g. W1,W3")
-    run.add_argument("--quick", action="store_true", help="small counts (about two minutes)")
+    run.add_argument(
+        "--quick", action="store_true", help="small counts, one run of W1P and W10 (minutes)"
+    )
     run.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
     run.add_argument("--window", type=float, help="seconds a throughput run lasts at most")
+    run.add_argument(
+        "--steps",
+        type=int,
+        help="steps each counted run drains: W1 c=10, W1P, W2, W6, W8 (20,000; quick 2,000)",
+    )
+    run.add_argument(
+        "--pickup-seconds", type=float, help="seconds each W10 run inserts for (20; quick 4)"
+    )
     run.add_argument("--pgbench", help="the pgbench binary (default: found)")
     run.add_argument("--pgbench-seconds", type=float, help="length of one pgbench sample")
     run.add_argument("--schema", default="gd_bench", help="schema to create and drop")
@@ -195,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "run" and args.repeat < 1:
         parser.error("--repeat must be >= 1")
+    if args.command == "run" and args.steps is not None and args.steps < 10:
+        parser.error("--steps must be >= 10")
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,50}", args.schema):
         parser.error("--schema must be a lower-case identifier")
     result: int = args.func(args)

@@ -1,6 +1,7 @@
-"""W6 big tables: W1 (jobs at concurrency 10) and W3 (wake-up latency) with a million
-finished and a million far-future scheduled rows in ``gd_instances``, as ratios to the same
-figures on an empty table (taken in the same run: from W1 and W3 if they ran, else here).
+"""W6 big tables: W1 (jobs at concurrency 10, ``--steps`` of them drained) and W3 (wake-up
+latency) with a million finished and a million far-future scheduled rows in
+``gd_instances``, as ratios to the same figures on an empty table (taken in the same run:
+from W1 and W3 if they ran, else here).
 
 The rows are seeded by ``sql/seed_big_tables.sql`` (``INSERT ... SELECT generate_series``,
 no library code), then the table is vacuumed and analysed, as autovacuum would have done on
@@ -16,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from benchmarks import jobs, latency
-from benchmarks.common import Bench, clear, drain_runs
+from benchmarks.common import Bench, clear
 from benchmarks.output import log, median
 
 SEED_SQL = Path(__file__).with_name("sql") / "seed_big_tables.sql"
@@ -47,13 +48,13 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def run(bench: Bench) -> None:
     rows = 100_000 if bench.options.quick else 1_000_000
-    backlog = jobs.backlog_size(bench)
+    backlog = bench.options.steps
     empty_jobs = bench.results.get("W1.c10")
     empty_wakeup = bench.results.get("W3")
     if empty_jobs is None:
         log("W6: the empty-table baseline of W1 at concurrency 10")
         bench.reset()
-        runs = drain_runs(bench, jobs.Noop, backlog, 10, "W6 baseline")
+        runs = jobs.c10_runs(bench, "W6 baseline")
         empty_jobs = jobs.runs_figure(
             bench, "W6", "baseline: jobs, concurrency 10, empty table", runs, 10, backlog=backlog
         )
@@ -71,7 +72,7 @@ def run(bench: Bench) -> None:
     seconds = seed(bench, rows, rows)
     log(f"  seeded in {seconds:.1f} s")
     label = f"{rows // 1000:,}k finished + {rows // 1000:,}k future rows"
-    runs = drain_runs(bench, jobs.Noop, backlog, 10, "W6")
+    runs = jobs.c10_runs(bench, "W6")
     figure = jobs.runs_figure(
         bench,
         "W6",

@@ -3,8 +3,10 @@
 A workload gets a :class:`Bench` and reports :class:`Figure` records through it. Rates are
 medians of repeated runs; each run is measured by a ``Meter`` (:mod:`benchmarks.measure`),
 and rates are compared with the pgbench reference of the same run
-(:mod:`benchmarks.calibration`). :func:`drain` times a Runner working off instances
-inserted beforehand (:func:`insert_specs`, :func:`top_up`, :func:`clear`).
+(:mod:`benchmarks.calibration`). :func:`drain_runs` times a Runner (in a child process,
+:mod:`benchmarks.proc`) working off instances inserted beforehand (:func:`insert_specs`,
+:func:`top_up`, :func:`clear`); the Runner's CPU and the server's (:mod:`benchmarks.cpu`)
+are measured over the same run.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, text
 
 import gen_durable as durable
+from benchmarks import cpu
 from benchmarks.calibration import Calibration
 from benchmarks.connection import with_app_name
-from benchmarks.measure import Finished, Measured, Meter, ServerStats, SqlCounter, read_wal_syncs
+from benchmarks.measure import Measured, Meter, ServerStats, SqlCounter, read_wal_syncs
 from benchmarks.output import emit, log, rounded
 from gen_durable.store import schema as gd_schema
 
@@ -74,6 +77,20 @@ class Options:
     pgbench_seconds: float
     window: float
     """Seconds a throughput run lasts at most (it ends earlier once its backlog is gone)."""
+    steps: int = 20_000
+    """Steps of a counted run (W1 at concurrency 10, W2, W1P, W6, W8): drained to the end."""
+    pickup_seconds: float = 20.0
+    """How long W10 inserts for, per run."""
+
+    @property
+    def few(self) -> int:
+        """Runs of the slowest workloads (W1P, W10): one in the quick tier, else ``repeat``."""
+        return 1 if self.quick else self.repeat
+
+    @property
+    def counted_window(self) -> float:
+        """The safety limit of a counted run (it ends when its backlog is gone)."""
+        return max(self.window, 600.0)
 
 
 class Bench:
@@ -89,7 +106,10 @@ class Bench:
         self.figures: list[Figure] = []
         self.results: dict[str, Figure] = {}
         """Figures other workloads compare with (W6 with W1 and W3), by key."""
-        self._runner_app = f"gd-bench-runner-{os.getpid()}"
+        self.runner_app = f"gd-bench-runner-{os.getpid()}"
+        """The application_name of every Runner's connections (in this or a child process)."""
+        self.postmaster: int | None = None
+        self.postmaster_note = "not looked for"
 
     # lifecycle
 
@@ -106,6 +126,8 @@ class Bench:
             )
         durable.configure_schema(self.schema)
         gd_schema.install(self.admin, self.schema)
+        self.postmaster, self.postmaster_note = cpu.find_postmaster(self.admin)
+        log(f"server CPU: postmaster pid {self.postmaster or 'NONE'} ({self.postmaster_note})")
 
     def drop(self) -> None:
         with self.admin.begin() as conn:
@@ -134,7 +156,7 @@ class Bench:
         """A fresh engine for a Runner, pool sized for it; its statements are counted."""
         size = concurrency + queues + SERVICE_CONNECTIONS + extra
         return create_engine(
-            with_app_name(self.url, self._runner_app), pool_size=size, max_overflow=0
+            with_app_name(self.url, self.runner_app), pool_size=size, max_overflow=0
         )
 
     def reset(self) -> None:
@@ -168,6 +190,10 @@ class Bench:
             syncs = read_wal_syncs(conn)
         return ServerStats(row.lsn, int(row.xact_commit), syncs, int(row.upd), int(row.hot))
 
+    def server_cpu(self) -> float | None:
+        """CPU seconds the server's processes used so far (None: server not found here)."""
+        return None if self.postmaster is None else cpu.tree_cpu(self.postmaster)
+
     def wal_bytes(self, start: str, end: str) -> int:
         with self.admin.connect() as conn:
             value = conn.execute(
@@ -183,7 +209,7 @@ class Bench:
             with self.admin.connect() as conn:
                 left = conn.execute(
                     text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"),
-                    {"a": self._runner_app},
+                    {"a": self.runner_app},
                 ).scalar_one()
             if not left:
                 return
@@ -242,6 +268,12 @@ class Run:
     steps: int
     finished: int
     drained: bool
+    phases: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of a child Runner outside the run, not in its CPU per step: ``startup``
+    (before the clock started) and ``shutdown`` (after the run); ``lifetime``: all of it
+    (``wait4``)."""
+    stalled: bool = False
+    """The run gave up: no step for a while (``benchmarks.proc.STALL``), work left."""
 
     @property
     def rate(self) -> float:
@@ -279,41 +311,6 @@ def clear(bench: Bench, fsms: Sequence[str]) -> None:
     bench.exec_autocommit(f'VACUUM ANALYZE "{bench.schema}".gd_instances')
 
 
-def drain(
-    bench: Bench,
-    *,
-    queues: dict[str, int],
-    fsms: Sequence[str],
-    instances: int,
-    window: float,
-    poll_interval: float = 1.0,
-) -> Run:
-    """Start a Runner on work already inserted; stop the clock when ``instances`` of the
-    classes ``fsms`` finished, or after ``window`` seconds, whichever comes first."""
-    concurrency = sum(queues.values())
-    engine = bench.runner_engine(concurrency, len(queues))
-    finished = Finished(fsms)
-    finished.expect(instances)
-    with bench.meter(engine) as meter:
-        runner = durable.Runner(
-            engine,
-            queues=queues,
-            observer=finished,
-            poll_interval=poll_interval,
-            gc_interval=3600.0,
-            check_schema=False,  # installed by this run
-        )
-        meter.start()
-        runner.start()
-        try:
-            end, steps, done, drained = finished.wait(window)
-            meter.stop(end)
-        finally:
-            runner.stop(grace=10.0)
-    assert meter.result is not None
-    return Run(meter.result, steps, done, drained)
-
-
 def drain_runs(
     bench: Bench,
     cls: type[durable.FSM] | type[durable.Job],
@@ -321,23 +318,34 @@ def drain_runs(
     concurrency: int,
     label: str,
     served: Sequence[str] | None = None,
+    window: float | None = None,
 ) -> list[Run]:
-    """``repeat`` windowed runs of a Runner at ``concurrency`` on a backlog of ``cls``
-    topped up before each run; the Runner serves ``served`` (default: ``cls`` alone)."""
+    """``repeat`` runs of a Runner (a child process) at ``concurrency`` on a backlog of
+    ``cls`` topped up before each run, each until the backlog is gone or ``window``
+    seconds (default ``--window``) passed; the clock counts steps of ``served`` (default:
+    ``cls`` alone)."""
+    from benchmarks import proc
+
     runs: list[Run] = []
     for attempt in range(bench.options.repeat):
         bench.calibration.sample(concurrency)
         top_up(bench, [cls.name], cls.new, backlog)
-        run = drain(
+        run = proc.drain(
             bench,
             queues={"default": concurrency},
             fsms=list(served) if served is not None else [cls.name],
             instances=backlog,
-            window=bench.options.window,
+            window=bench.options.window if window is None else window,
         )
         runs.append(run)
+        m = run.measured
+        cpus = "".join(
+            f", {name} {seconds * 1e6 / run.steps:.0f} us/step"
+            for name, seconds in (("runner", m.runner_cpu_s), ("server", m.server_cpu_s))
+            if seconds is not None and run.steps
+        )
         log(
             f"  {label} c={concurrency} run {attempt + 1}: {run.rate:.0f} steps/s "
-            f"({run.steps} steps{', drained' if run.drained else ''})"
+            f"({run.steps} steps{', drained' if run.drained else ''}{cpus})"
         )
     return runs

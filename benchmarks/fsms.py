@@ -1,13 +1,17 @@
 """W2 FSMs: instances of ten no-op steps each; and the same with steps that write one row
 through ``ctx.session`` (each such step commits in a transaction of its own).
 
-Runs are windowed like W1's: the rate is FSM steps committed per second; between runs the
-finished instances are deleted and new ones inserted until the backlog is full again.
+Each run drains ``--steps`` steps (``--steps / 10`` instances) with the Runner in a child
+process, like W1 at concurrency 10: the rate is FSM steps committed per second, with the
+Runner's and the server's CPU per step; between runs the finished instances are deleted
+and new ones inserted until the backlog is full again.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import text
+import functools
+
+from sqlalchemy import TextClause, text
 
 import gen_durable as durable
 from benchmarks.common import Bench, drain_runs
@@ -16,7 +20,7 @@ from benchmarks.output import log
 
 STEPS = tuple(f"s{i}" for i in range(10))
 CONCURRENCY = 10
-_write_sql = text("SELECT 1")  # replaced by setup() with the schema-qualified INSERT
+TABLE = "bench_writes"
 
 
 def _next(name: str) -> durable.Next | durable.Done:
@@ -43,34 +47,40 @@ class WritingChain(durable.FSM):
     steps = STEPS
 
     def step(self, name: str, ctx: durable.Context) -> durable.Next | durable.Done:
-        ctx.session.execute(_write_sql, {"i": ctx.instance_id, "s": name})
+        ctx.session.execute(_write_sql(), {"i": ctx.instance_id, "s": name})
         return _next(name)
+
+
+@functools.cache
+def _write_sql() -> TextClause:
+    """The INSERT of a writing step, in the configured schema (the Runner's process)."""
+    return text(
+        f'INSERT INTO "{durable.schema_name()}".{TABLE} (instance_id, step) VALUES (:i, :s)'
+    )
 
 
 def setup(bench: Bench) -> None:
     """The table the writing steps insert into (in the bench schema)."""
-    global _write_sql
-    table = f'"{bench.schema}".bench_writes'
     with bench.admin.begin() as conn:
         conn.exec_driver_sql(
-            f"CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, "
+            f'CREATE TABLE IF NOT EXISTS "{bench.schema}".{TABLE} (id bigserial PRIMARY KEY, '
             "instance_id bigint NOT NULL, step text NOT NULL, at timestamptz DEFAULT now())"
         )
-    _write_sql = text(f"INSERT INTO {table} (instance_id, step) VALUES (:i, :s)")
 
 
 def run(bench: Bench) -> None:
-    instances = 500 if bench.options.quick else 5_000
+    instances = bench.options.steps // len(STEPS)
+    window = bench.options.counted_window
     setup(bench)
     bench.reset()
     log(f"W2: {instances:,} FSMs x {len(STEPS)} no-op steps at concurrency {CONCURRENCY}")
-    runs = drain_runs(bench, Chain, instances, CONCURRENCY, "W2 no-op")
+    runs = drain_runs(bench, Chain, instances, CONCURRENCY, "W2 no-op", window=window)
     runs_figure(
         bench, "W2", "FSM steps, no-op", runs, CONCURRENCY, instances=instances, steps_each=10
     )
     bench.reset()
     log(f"W2: {instances:,} FSMs x {len(STEPS)} steps writing a row through ctx.session")
-    runs = drain_runs(bench, WritingChain, instances, CONCURRENCY, "W2 ctx.session")
+    runs = drain_runs(bench, WritingChain, instances, CONCURRENCY, "W2 ctx.session", window=window)
     runs_figure(
         bench,
         "W2",

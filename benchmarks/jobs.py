@@ -1,10 +1,11 @@
-"""W1 jobs: no-op jobs pre-inserted with ``insert_all``, drained by one Runner at
-concurrency 10 and 50; and the enqueue rate of ``insert`` (one row per transaction) and of
-``insert_all`` (bulk).
+"""W1 jobs: no-op jobs pre-inserted with ``insert_all``, drained by one Runner (in a child
+process, :mod:`benchmarks.proc`) at concurrency 10 and 50; and the enqueue rate of
+``insert`` (one row per transaction) and of ``insert_all`` (bulk).
 
-A drain run stops when the backlog is gone or its window closes, whichever comes first; the
-rate is the steps committed meanwhile over the time taken. Between runs the finished rows
-are deleted and the backlog topped up to its size again.
+At concurrency 10 a run drains ``--steps`` jobs (20,000) to the end; at 50 it stops when
+its backlog is gone or its window closes, whichever comes first. The rate is the steps
+committed meanwhile over the time taken; the Runner's CPU and the server's are measured
+over the same run. Between runs the finished rows are deleted and the backlog topped up.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 import gen_durable as durable
 from benchmarks.common import Bench, Figure, Run, drain_runs, insert_specs
 from benchmarks.measure import Measured, summarize
-from benchmarks.output import log, median
+from benchmarks.output import log, median, rounded
 
 
 class Noop(durable.Job):
@@ -32,11 +33,41 @@ def backlog_size(bench: Bench) -> int:
     return 10_000 if bench.options.quick else 100_000
 
 
+def c10_runs(bench: Bench, label: str, served: list[str] | None = None) -> list[Run]:
+    """W1 at concurrency 10: ``--steps`` jobs drained to the end, ``repeat`` times (also the
+    baseline and the loaded runs of W6 and W8)."""
+    steps = bench.options.steps
+    window = bench.options.counted_window
+    return drain_runs(bench, Noop, steps, 10, label, served, window=window)
+
+
+def cpu_runs(runs: list[Run]) -> dict[str, Any]:
+    """The CPU figures of each run (per step: the Runner's and the server's over the run,
+    and the Runner's whole life from ``wait4``; in seconds: its start-up and shutdown)."""
+
+    def per_step(seconds: float | None, steps: int) -> float | None:
+        return None if seconds is None or not steps else round(seconds * 1e6 / steps, 1)
+
+    out: dict[str, Any] = {
+        "runner_cpu_us_runs": [per_step(r.measured.runner_cpu_s, r.steps) for r in runs],
+        "server_cpu_us_runs": [per_step(r.measured.server_cpu_s, r.steps) for r in runs],
+    }
+    if all("lifetime" in r.phases for r in runs):
+        lifetime = [per_step(r.phases["lifetime"], r.steps) for r in runs]
+        out["runner_cpu_lifetime_us_runs"] = lifetime
+        known = [x for x in lifetime if x is not None]
+        out["runner_cpu_lifetime_us_per_step"] = median(known) if known else None
+        for phase in ("startup", "shutdown"):
+            out[f"runner_{phase}_cpu_s_runs"] = [rounded(r.phases[phase]) for r in runs]
+    return out
+
+
 def runs_figure(
     bench: Bench, workload: str, name: str, runs: list[Run], concurrency: int, **extra: Any
 ) -> Figure:
     rates = [r.rate for r in runs]
     steps = [r.steps for r in runs]
+    cpu = cpu_runs(runs)
     return bench.add(
         Figure(
             workload,
@@ -50,6 +81,8 @@ def runs_figure(
                 "runs": [round(r, 1) for r in rates],
                 "steps": steps,
                 "drained": all(r.drained for r in runs),
+                **({"stalled": [r.stalled for r in runs]} if any(r.stalled for r in runs) else {}),
+                **cpu,
                 **summarize([r.measured for r in runs], steps),
             },
         )
@@ -123,13 +156,17 @@ def run(bench: Bench) -> None:
     quick = bench.options.quick
     backlog = backlog_size(bench)
     bench.reset()
-    for concurrency in (10, 50):
-        log(f"W1: a backlog of {backlog:,} no-op jobs at concurrency {concurrency}")
-        runs = drain_runs(bench, Noop, backlog, concurrency, "W1")
-        figure = runs_figure(
-            bench, "W1", f"jobs, concurrency {concurrency}", runs, concurrency, backlog=backlog
-        )
-        bench.results[f"W1.c{concurrency}"] = figure
+    steps = bench.options.steps
+    log(f"W1: {steps:,} no-op jobs drained at concurrency 10")
+    runs = c10_runs(bench, "W1")
+    bench.results["W1.c10"] = runs_figure(
+        bench, "W1", "jobs, concurrency 10", runs, 10, backlog=steps
+    )
+    log(f"W1: a backlog of {backlog:,} no-op jobs at concurrency 50")
+    runs = drain_runs(bench, Noop, backlog, 50, "W1")
+    bench.results["W1.c50"] = runs_figure(
+        bench, "W1", "jobs, concurrency 50", runs, 50, backlog=backlog
+    )
     log("W1: enqueue rates")
     enqueue_single(bench, 200 if quick else 1000)
     enqueue_bulk(bench, 10_000 if quick else 50_000)

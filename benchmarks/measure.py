@@ -2,16 +2,19 @@
 
 Each run is bracketed by a :class:`Meter` (``Bench.meter``), which reads
 
-- from the driver (SQLAlchemy events on the runner's own engine, :class:`SqlCounter`):
-  statements, BEGINs, COMMITs and ROLLBACKs — every statement of gen_durable goes through
-  SQLAlchemy, and psycopg sends BEGIN and COMMIT as round trips of their own;
+- from the driver (SQLAlchemy events on the runner's own engine, :class:`SqlCounter`, in
+  the Runner's process: a child Runner reports them): statements, BEGINs, COMMITs and
+  ROLLBACKs — every statement of gen_durable goes through SQLAlchemy, and psycopg sends
+  BEGIN and COMMIT as round trips of their own;
 - from the server (:class:`ServerStats`): WAL bytes (``pg_current_wal_lsn()``), WAL
   flushes, committed transactions of the database and the update/HOT-update counters of
   ``gd_instances`` (read after the runner's connections closed, so that their statistics
   are flushed).
 
-The result is a :class:`Measured`; :func:`summarize` reduces repeated runs to per-step
-costs. :class:`Finished` is the Runner observer that ends a run when its work is done.
+A child Runner's run adds the CPU seconds of the Runner and of the server
+(:mod:`benchmarks.proc`, :mod:`benchmarks.cpu`). The result is a :class:`Measured`;
+:func:`summarize` reduces repeated runs to per-step costs. :class:`Finished` is the Runner
+observer that ends a run when its work is done (or it stalled).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Engine, event
 
@@ -74,6 +77,13 @@ class SqlCounter:
             }
 
 
+class Counts(Protocol):
+    """What a Meter reads driver counts from: a :class:`SqlCounter`, or the counts a child
+    Runner reported (empty when nobody counted)."""
+
+    def snapshot(self) -> dict[str, int]: ...
+
+
 @dataclass
 class ServerStats:
     lsn: str
@@ -94,6 +104,10 @@ class Measured:
     server_commits: int
     updates: int
     hot_updates: int
+    runner_cpu_s: float | None = None
+    """CPU seconds of the Runner process(es) over the run (None: it ran in this process)."""
+    server_cpu_s: float | None = None
+    """CPU seconds of the PostgreSQL server's processes over the run (None: not found)."""
 
     @property
     def round_trips(self) -> int:
@@ -101,10 +115,20 @@ class Measured:
         return d["statements"] + d["begins"] + d["commits"] + d["rollbacks"]
 
     def per_step(self, steps: int) -> dict[str, float | None]:
+        counted = bool(self.driver)
+
+        def driver(value: float) -> float | None:
+            return rounded(value / steps) if counted else None
+
+        def cpu(seconds: float | None) -> float | None:
+            return None if seconds is None else rounded(seconds * 1e6 / steps, 1)
+
         return {
-            "commits_per_step": rounded(self.driver["commits"] / steps),
-            "statements_per_step": rounded(self.driver["statements"] / steps),
-            "round_trips_per_step": rounded(self.round_trips / steps),
+            "commits_per_step": driver(self.driver.get("commits", 0)),
+            "statements_per_step": driver(self.driver.get("statements", 0)),
+            "round_trips_per_step": driver(self.round_trips if counted else 0),
+            "runner_cpu_us_per_step": cpu(self.runner_cpu_s),
+            "server_cpu_us_per_step": cpu(self.server_cpu_s),
             "server_commits_per_step": rounded(self.server_commits / steps),
             "wal_bytes_per_step": rounded(self.wal_bytes / steps, 1),
             "wal_flushes_per_step": (
@@ -133,7 +157,7 @@ def read_wal_syncs(conn: Any) -> int | None:
 class Meter:
     """Brackets a run: driver counts from start to :meth:`stop`, server counters after."""
 
-    def __init__(self, bench: Bench, counter: SqlCounter) -> None:
+    def __init__(self, bench: Bench, counter: Counts) -> None:
         self._bench = bench
         self._counter = counter
         self._before = bench.server_stats()
@@ -193,6 +217,9 @@ class Finished:
         self.finished = 0
         self.steps = 0
         self.at = 0.0
+        self.last = 0.0
+        """When the last counted step committed."""
+        self.stalled = False
 
     def expect(self, count: int) -> None:
         with self._lock:
@@ -206,19 +233,32 @@ class Finished:
             if self._event.is_set():
                 return
             self.steps += 1
+            self.last = time.perf_counter()
             if report.decision.finished:
                 self.finished += 1
                 if self.finished >= self._want:
                     self.at = time.perf_counter()
                     self._event.set()
 
-    def wait(self, window: float) -> tuple[float, int, int, bool]:
+    def wait(self, window: float, stall: float | None = None) -> tuple[float, int, int, bool]:
         """(end time, steps, finished instances, all finished) once all finished or after
-        ``window`` seconds, whichever comes first."""
-        done = self._event.wait(window)
+        ``window`` seconds, whichever comes first; or, with ``stall``, once no step was
+        counted for that long (``stalled``; the end time is then the last step's)."""
+        deadline = time.perf_counter() + window
+        done = False
+        while not done:
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+            with self._lock:
+                idle = now - (self.last or deadline - window)
+            if stall is not None and idle >= stall:
+                self.stalled = True
+                break
+            done = self._event.wait(min(deadline - now, 1.0 if stall else window))
         with self._lock:
             if not done:
-                self.at = time.perf_counter()
+                self.at = self.last if self.stalled else time.perf_counter()
                 self._event.set()  # later reports are not counted
             return self.at, self.steps, self.finished, done
 

@@ -1,6 +1,7 @@
-"""W8 waiting instances: W1 (jobs at concurrency 10) with 100,000 instances waiting in
-the queue it drains — half blocked on a concurrency key that is taken, half rate-limited
-behind a bucket in debt — as a ratio to the same figure without them (same run).
+"""W8 waiting instances: W1 (jobs at concurrency 10, ``--steps`` drained) with 100,000
+instances waiting in the queue it drains — half blocked on a concurrency key that is taken,
+half rate-limited behind a bucket in debt — as a ratio to the same figure without them
+(same run).
 
 The Runner serves the waiting classes too (it would claim them if they were runnable), so
 the figure shows what waiting work costs the claims of runnable work. The waiting rows
@@ -20,7 +21,7 @@ from sqlalchemy import text
 
 import gen_durable as durable
 from benchmarks import jobs
-from benchmarks.common import Bench, drain_runs
+from benchmarks.common import Bench
 from benchmarks.output import log, median
 from gen_durable.domain.routing import rate_bucket_of
 
@@ -70,17 +71,15 @@ def seed(bench: Bench, waiting: int) -> float:
 
 def run(bench: Bench) -> None:
     waiting = 100_000
-    backlog = jobs.backlog_size(bench)
+    backlog = bench.options.steps
     bench.reset()
     log("W8: jobs at concurrency 10, nothing waiting")
-    empty = median(
-        [r.rate for r in drain_runs(bench, jobs.Noop, backlog, 10, "W8 baseline", SERVED)]
-    )
+    empty = median([r.rate for r in jobs.c10_runs(bench, "W8 baseline", SERVED)])
     bench.reset()
     log(f"W8: seeding {waiting:,} waiting instances")
     seconds = seed(bench, waiting)
     log(f"  seeded in {seconds:.1f} s")
-    runs = drain_runs(bench, jobs.Noop, backlog, 10, "W8", SERVED)
+    runs = jobs.c10_runs(bench, "W8", SERVED)
     with bench.admin.connect() as conn:
         left = conn.execute(
             text(
