@@ -85,6 +85,8 @@ def structure(value: JSON, type_: type[Any] | None, what: str = "state") -> Any:
 
 def unstructure(value: Any, what: str = "state") -> JSON:
     """Turn a state, args, payload or result into JSON-native data, or raise."""
+    if value is None:  # most results: no round trip through the encoder needed
+        return None
     return _encoded(_plain(value, what, None), what, None).data
 
 

@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from psycopg.pq import TransactionStatus
+from psycopg import RawCursor
+from psycopg.pq import ExecStatus, TransactionStatus
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Executable
 from sqlalchemy.dialects.postgresql import psycopg as pg_dialect
@@ -30,7 +31,8 @@ from gen_durable.store import models
 _DIALECT = pg_dialect.dialect()  # type: ignore[no-untyped-call]
 _lock = threading.Lock()
 _Key = tuple[int, str, tuple[int, ...]]
-_rendered: dict[_Key, tuple[Executable, str, dict[str, Any]]] = {}
+_Rendered = tuple[Executable, str, dict[str, Any], str, tuple[str, ...]]
+_rendered: dict[_Key, _Rendered] = {}
 _inline: dict[int, tuple[str, ...]] = {}
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
@@ -64,14 +66,16 @@ def _literal(value: Any) -> str:
     raise TypeError(f"no literal for the constant {value!r} of a hot statement")
 
 
-def _render(
-    stmt: Executable, params: Mapping[str, Any] | None = None
-) -> tuple[str, dict[str, Any]]:
-    """The statement's SQL for the configured schema, and its remaining parameters.
+def _render(stmt: Executable, params: Mapping[str, Any] | None = None) -> _Rendered:
+    """The statement, its SQL for the configured schema and its remaining parameters; and
+    the same SQL with PostgreSQL's own ``$n`` placeholders, with the parameters' names in
+    ``$n`` order.
 
     The statement's own constants (``status = 'available'``) are written into the text,
     so that a generic plan can still prove a partial index's predicate; only the
-    caller's values (``p_`` parameters) stay parameters.
+    caller's values (``p_`` parameters) stay parameters. The ``$n`` form is sent as it
+    is (psycopg's raw cursor): psycopg would otherwise parse the text of every statement
+    longer than its cache takes (4 KiB) on every execution, as long as the claim's.
     """
     names = _inline.get(id(stmt), ())
     values = tuple(_inline_value(params, name) for name in names)
@@ -98,11 +102,13 @@ def _render(
 
         sql = _PLACEHOLDER.sub(write, compiled.string)
         remaining = {n: None for n in _PLACEHOLDER.findall(sql)}
+        order = tuple(remaining)
+        raw = _PLACEHOLDER.sub(lambda m: f"${order.index(m.group(1)) + 1}", sql)
         # The statement is kept in the entry so that its id is never reused.
-        hit = (stmt, sql, remaining)
+        hit = (stmt, sql, remaining, raw.replace("%%", "%"), order)
         with _lock:
             _rendered[key] = hit
-    return hit[1], hit[2]
+    return hit
 
 
 def _inline_value(params: Mapping[str, Any] | None, name: str) -> int:
@@ -149,20 +155,30 @@ def pipelined(conn: Connection, calls: Sequence[Call]) -> list[list[Any]]:
                 else contextlib.nullcontext()
             ):
                 for stmt, params in calls:
-                    sql, defaults = _render(stmt, params)
+                    _, sql, defaults, raw, order = _render(stmt, params)
                     bound = dict(defaults)
                     if params:
                         for key, value in params.items():
                             bound[f"p_{key}"] = value
-                    cur = stack.enter_context(driver.cursor(row_factory=namedtuple_row))
+                    cur: Any = stack.enter_context(RawCursor(driver, row_factory=namedtuple_row))
                     if events:
+                        given_sql, given_bound = sql, bound
                         for fn in conn.dispatch.before_cursor_execute:
                             sql, bound = fn(conn, cur, sql, bound, None, False)
-                    cur.execute(sql, bound, prepare=prepare)
+                        if sql is not given_sql or bound is not given_bound:
+                            # A listener rewrote it: send its version, as psycopg's.
+                            cur = stack.enter_context(driver.cursor(row_factory=namedtuple_row))
+                            raw = ""
+                    if raw:
+                        cur.execute(raw, [bound[n] for n in order], prepare=prepare)
+                    else:
+                        cur.execute(sql, bound, prepare=prepare)
                     sent.append((cur, sql, bound))
             out = []
             for cur, sql, bound in sent:
-                out.append(cur.fetchall() if cur.description is not None else [])
+                result = cur.pgresult
+                rows = result is not None and result.status == ExecStatus.TUPLES_OK
+                out.append(cur.fetchall() if rows else [])
                 if events:
                     for fn in conn.dispatch.after_cursor_execute:
                         fn(conn, cur, sql, bound, None, False)

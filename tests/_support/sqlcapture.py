@@ -96,10 +96,10 @@ class Capture:
             monkeypatch.setattr(module, name, self._wrap(key, fn))
         render = _fast._render
 
-        def rendered(stmt: Any, params: Any = None) -> tuple[str, dict[str, Any]]:
-            sql, remaining = render(stmt, params)
-            self._record(sql)
-            return sql, remaining
+        def rendered(stmt: Any, params: Any = None) -> Any:
+            hit = render(stmt, params)
+            self._record(hit[1])
+            return hit
 
         monkeypatch.setattr(_fast, "_render", rendered)
         event.listen(engine, "before_cursor_execute", self._on_execute)
