@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
@@ -311,9 +311,13 @@ class Limited(FSM):
     steps = ("call",)
     rate_limit = RateLimit(50, per=1, burst=2, partition=lambda state: state["tenant"])
 
+    refused: ClassVar[set[int]] = set()
+
     def call(self, ctx: durable.Context) -> Done | RateLimited:
-        if not ctx.state.get("refused"):
-            ctx.state["refused"] = True
+        # Remembered here, not in ctx.state: a RateLimited re-run starts from the state
+        # it was claimed with.
+        if ctx.instance_id not in self.refused:
+            self.refused.add(ctx.instance_id)
             return RateLimited(0.1)
         return Done("called")
 
