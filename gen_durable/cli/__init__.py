@@ -8,21 +8,26 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import click
 from alembic import command
 from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, pool
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, ProgrammingError
 
 from gen_durable.cli.operator import interactive, progress
+from gen_durable.errors import ConfigurationError, DurableError
 from gen_durable.store import migration, models
 from gen_durable.store.migrations import validate_schema
+from gen_durable.store.schema import check as check_schema
 
 EXIT_UNREACHABLE = 3
 
 _PLAIN_DRIVERS = {"postgres", "postgresql"}
+# undefined_table, undefined_column, invalid_schema_name: the schema is missing or behind.
+_SCHEMA_SQLSTATES = {"42P01", "42703", "3F000"}
 
 
 class DatabaseUnreachable(click.ClickException):
@@ -62,7 +67,12 @@ def open_engine(dsn: str | None) -> Iterator[Engine]:
             reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
             where = url.render_as_string(hide_password=True)
             raise DatabaseUnreachable(f"cannot connect to {where}: {reason}") from None
-        yield engine
+        try:
+            yield engine
+        except ProgrammingError as e:
+            if getattr(e.orig, "sqlstate", None) in _SCHEMA_SQLSTATES:
+                check_schema(engine)  # ConfigurationError when the schema is missing or behind
+            raise
     finally:
         engine.dispose()
 
@@ -80,7 +90,19 @@ schema_option = click.option(
 )
 
 
-@click.group()
+class _Commands(click.Group):
+    """The ``gen-durable`` group: the library's errors end a command with one line, exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigurationError as exc:  # e.g. the schema is missing: the message says why
+            raise click.ClickException(str(exc)) from exc
+        except DurableError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="gen_durable")
 def main() -> None:
     """gen_durable: durable state machines and jobs on PostgreSQL."""

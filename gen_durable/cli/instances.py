@@ -12,7 +12,14 @@ from sqlalchemy.orm import Session
 from gen_durable import client as api
 from gen_durable import store
 from gen_durable.cli import dsn_option, main, open_engine
-from gen_durable.cli.operator import actor_option, interactive, progress
+from gen_durable.cli.operator import (
+    SECONDS,
+    Limit,
+    Name,
+    actor_option,
+    interactive,
+    progress,
+)
 from gen_durable.errors import DurableError
 from gen_durable.store import models
 from gen_durable.types import InstanceSnapshot
@@ -264,7 +271,7 @@ def retry(dsn: str | None, target: str, actor: str) -> None:
 @dsn_option
 @click.option(
     "--older-than",
-    type=float,
+    type=SECONDS,
     default=7 * 86400,
     show_default=True,
     help="Seconds since an instance finished.",
@@ -331,7 +338,7 @@ def stats(dsn: str | None, as_json: bool) -> None:
 
 @main.command()
 @dsn_option
-@click.argument("queue")
+@click.argument("queue", type=Name())
 @actor_option
 def pause(dsn: str | None, queue: str, actor: str) -> None:
     """Pause QUEUE on every runner (running steps finish, nothing new starts)."""
@@ -342,7 +349,7 @@ def pause(dsn: str | None, queue: str, actor: str) -> None:
 
 @main.command()
 @dsn_option
-@click.argument("queue")
+@click.argument("queue", type=Name())
 @actor_option
 def resume(dsn: str | None, queue: str, actor: str) -> None:
     """Resume QUEUE on every runner."""
@@ -353,17 +360,12 @@ def resume(dsn: str | None, queue: str, actor: str) -> None:
 
 @main.command()
 @dsn_option
-@click.argument("queue")
-@click.argument("limit")
+@click.argument("queue", type=Name())
+@click.argument("limit", type=Limit())
 @actor_option
-def limit(dsn: str | None, queue: str, limit: str, actor: str) -> None:
+def limit(dsn: str | None, queue: str, limit: int | None, actor: str) -> None:
     """At most LIMIT steps of QUEUE run at once across every runner ('none': no limit)."""
-    if limit.lower() == "none":
-        value = None
-    elif limit.isdigit():
-        value = int(limit)
-    else:
-        raise click.BadParameter(f"an int >= 1 or 'none', got {limit!r}", param_hint="LIMIT")
+    value = limit
     with open_engine(dsn) as engine, Session(engine) as s, s.begin():
         api.set_queue_limit(s, queue, value, actor=actor)
     click.echo(f"queue {queue!r}: " + ("no global limit" if value is None else f"limit {value}"))

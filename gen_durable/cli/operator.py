@@ -1,4 +1,5 @@
-"""What the operator commands share: the actor they are audited under, progress bars."""
+"""What the operator commands share: the actor they are audited under, progress bars, the
+types of their arguments and options."""
 
 from __future__ import annotations
 
@@ -7,10 +8,62 @@ import getpass
 import socket
 import sys
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import click
 
+from gen_durable.domain import serialization
+from gen_durable.errors import ValidationError
+
 Advance = Callable[[int], None]
+
+if TYPE_CHECKING:  # generic from click 8.2 on; the project allows click 8.1
+    _TextType = click.ParamType[str]
+    _LimitType = click.ParamType[int | None]
+else:
+    _TextType = _LimitType = click.ParamType
+
+
+SECONDS = click.FloatRange(min=0)
+"""A duration in seconds, 0 allowed (``--older-than``, ``--grace``)."""
+POSITIVE_SECONDS = click.FloatRange(min=0, min_open=True)
+"""A duration in seconds greater than 0 (``--lease``, ``--poll-interval``)."""
+
+
+class Name(_TextType):
+    """A name the database can store: non-empty, no NUL, not too long (a queue, a class)."""
+
+    name = "name"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str:
+        try:
+            return serialization.check_text(value, "the name")
+        except ValidationError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Limit(_LimitType):
+    """A queue's concurrency limit: an int from 1 to 2**31 - 1, or ``none`` (None)."""
+
+    name = "limit"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int | None:
+        if value is None or (isinstance(value, int) and serialization.is_count(value)):
+            return value  # a default, already converted
+        text = str(value).strip()
+        if text.lower() == "none":
+            return None
+        if text.isdigit() and serialization.is_count(int(text)):
+            return int(text)
+        self.fail(
+            f"expected an int from 1 to {serialization.MAX_INT32} or 'none', got {value!r}",
+            param,
+            ctx,
+        )
 
 
 def default_actor() -> str:

@@ -15,8 +15,9 @@ from sqlalchemy import Engine, create_engine
 from gen_durable import store
 from gen_durable.cli import DatabaseUnreachable, dsn_option, main, open_engine, sqlalchemy_url
 from gen_durable.cli.instances import _emit, _table, json_option
-from gen_durable.errors import ConfigurationError
+from gen_durable.cli.operator import POSITIVE_SECONDS, SECONDS
 from gen_durable.runner import Runner
+from gen_durable.store.schema import check as check_schema
 from gen_durable.supervised import (
     LOG_FORMAT,
     app_engine,
@@ -91,9 +92,9 @@ def _reachable(engine: Engine) -> None:
     help="Import MODULE so that its FSM and Job classes are known (repeatable).",
 )
 @click.option("--queues", default="default=10", show_default=True, help="NAME=CONCURRENCY,...")
-@click.option("--lease", default=30.0, show_default=True, type=float)
-@click.option("--poll-interval", default=1.0, show_default=True, type=float)
-@click.option("--grace", default=30.0, show_default=True, type=float)
+@click.option("--lease", default=30.0, show_default=True, type=POSITIVE_SECONDS)
+@click.option("--poll-interval", default=1.0, show_default=True, type=POSITIVE_SECONDS)
+@click.option("--grace", default=30.0, show_default=True, type=SECONDS)
 @click.option(
     "--no-listen",
     is_flag=True,
@@ -163,31 +164,29 @@ def run(
     engine_options = {"connect_args": {"prepare_threshold": None}} if no_listen else {}
     options: dict[str, Any] = {"lease": lease, "poll_interval": poll_interval, "grace": grace}
     options["listen"] = not no_listen
-    try:
-        if processes is not None:
-            supervisor = Supervisor(
-                wanted,
-                processes=parse_processes(processes, wanted),
-                dsn=None if url is None else url.render_as_string(hide_password=False),
-                app=app,
-                imports=imports,
-                engine_options=engine_options,
-                runner_options=options,
-                max_restarts=max_restarts,
-                restart_window=restart_window,
-                log_level=level,
-            )
-            shares = supervisor.shares
-            click.echo(f"supervisor {supervisor.id}: {len(shares)} processes {shares}", err=True)
-            sys.exit(supervisor.run())  # it reports why it failed, if it did
-        if url is not None:
-            engine = runner_engine(url, wanted, **engine_options)
-        _reachable(engine)
-        runner = Runner(engine, wanted, **options)
-        click.echo(f"worker {runner.node_id}: queues {wanted}", err=True)
-        runner.run_forever()
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from exc
+    if processes is not None:
+        supervisor = Supervisor(
+            wanted,
+            processes=parse_processes(processes, wanted),
+            dsn=None if url is None else url.render_as_string(hide_password=False),
+            app=app,
+            imports=imports,
+            engine_options=engine_options,
+            runner_options=options,
+            max_restarts=max_restarts,
+            restart_window=restart_window,
+            log_level=level,
+        )
+        shares = supervisor.shares
+        click.echo(f"supervisor {supervisor.id}: {len(shares)} processes {shares}", err=True)
+        sys.exit(supervisor.run())  # it reports why it failed, if it did
+    if url is not None:
+        engine = runner_engine(url, wanted, **engine_options)
+    _reachable(engine)
+    check_schema(engine)  # before the Runner: a missing schema is one line, not its cleanup's
+    runner = Runner(engine, wanted, **options)
+    click.echo(f"worker {runner.node_id}: queues {wanted}", err=True)
+    runner.run_forever()
 
 
 def _app_engine(app: str) -> Engine:

@@ -211,7 +211,7 @@ def test_a_child_that_cannot_start_for_its_configuration_exits_1_without_restart
 ) -> None:
     out = subprocess.run(
         command("run", "--import", "procs.supervised_app", "--processes", "2", "--queues",
-                "default=2", "--lease", "-1"),  # checked by each child's Runner
+                "default=2", "--lease", "nan"),  # click lets NaN through; each Runner refuses it
         env=environment(db_url), capture_output=True, text=True, timeout=120, cwd=TESTS,
     )  # fmt: skip
     assert out.returncode == 1, out.stderr
