@@ -274,11 +274,8 @@ class Runner:
             dispatcher.stop_claiming()
         for dispatcher in self.dispatchers.values():
             dispatcher.join()
-        ahead = [lease for d in self.dispatchers.values() for lease in d.take_ahead()]
-        if ahead:  # claimed ahead, never started: another runner may take them now
-            for lease in ahead:
-                self.inflight.remove(lease.instance_id)
-            self._release(ahead, "claimed ahead")
+        for dispatcher in self.dispatchers.values():
+            dispatcher.give_back_ahead()  # claimed ahead, never started: for another runner
         deadline = threading.Event()
         timer = threading.Timer(grace, deadline.set)
         timer.start()
@@ -288,7 +285,7 @@ class Runner:
         timer.cancel()
         leftovers = self.inflight.snapshot()
         if leftovers:
-            self._release(leftovers, "still running after the grace period")
+            self._release(leftovers)
         self.committer.stop()
         for service in self._services:
             service.stop()
@@ -303,10 +300,10 @@ class Runner:
         self._pool.shutdown()
         log.info("runner %s stopped", self.node_id)
 
-    def _release(self, leftovers: list[Any], why: str) -> None:
+    def _release(self, leftovers: list[Any]) -> None:
         try:
             released = claiming.release(self.engine, leftovers)
-            log.info("released %d claim(s) %s", len(released), why)
+            log.info("released %d claim(s) still running after the grace period", len(released))
         except Exception as exc:  # the reaper returns them once their leases expire
             log.warning("could not release claims: %s", exc)
         finally:

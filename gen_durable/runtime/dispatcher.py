@@ -50,7 +50,7 @@ class Dispatcher:
     leased and heartbeated, in a local line that a worker finishing a step takes its next
     row from on the same thread (no hand-off), so the queue still never runs more than
     ``concurrency`` steps at once; claims and their transactions are fewer and larger. At
-    shutdown the line is handed back at once (:meth:`take_ahead`).
+    shutdown the line is handed back at once (:meth:`give_back_ahead`).
     """
 
     def __init__(
@@ -194,15 +194,18 @@ class Dispatcher:
         if not self._woken:
             return False
         # A free slot claims at once; a line running low is refilled before it runs dry.
-        return self._free() > 0 or self._ahead_room() * 2 >= self.concurrency
+        return self._free() > 0 or self._line_low()
 
-    def _should_claim_ahead(self) -> bool:
+    def _line_low(self) -> bool:
         return self._ahead_room() * 2 >= self.concurrency
 
-    def take_ahead(self) -> list[Lease]:
-        """Empty the line of rows claimed ahead (at shutdown); their leases, to release."""
+    def give_back_ahead(self) -> None:
+        """Give back the rows claimed ahead that no step started (at shutdown, once claiming
+        stopped): runnable at once for another runner."""
         with self._cond:
-            return self._take_ahead()
+            taken = self._take_ahead()
+        if taken:
+            self._give_back(taken)
 
     def _take_ahead(self) -> list[Lease]:
         taken = [lease for _, lease, _ in self._ahead]
@@ -248,7 +251,7 @@ class Dispatcher:
                 next_row = self._ahead.popleft()[:2] if self._ahead and not self._stopping else None
                 if next_row is None:
                     self._executing -= 1
-                if self._backlog and (next_row is None or self._should_claim_ahead()):
+                if self._backlog and (next_row is None or self._line_low()):
                     self._woken = True
                     self._cond.notify_all()
                 elif next_row is None:
