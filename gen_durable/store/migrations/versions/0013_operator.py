@@ -1,4 +1,4 @@
-"""The operator's records (issue: why, re-run evidence, bulk actions).
+"""The operator's records (why, bulk actions).
 
 Revision ID: 0013
 Revises: 0012
