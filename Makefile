@@ -21,11 +21,13 @@ STAMP := $(VENV)/.installed
 venv: $(STAMP)
 
 # The stamp lives inside the venv: deleting .venv or editing pyproject.toml re-installs.
+# The editable install is "compat": a path entry (.pth) rather than an import hook, so that
+# type checkers (mypy) find the package from projects that use this virtualenv.
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "no python3.11 or python3 on PATH" >&2; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
 	touch $@
 
 lint: venv
@@ -70,6 +72,12 @@ distclean: clean
 # start a private embedded PostgreSQL unless told otherwise, e.g.
 # BENCH_ARGS="--dsn postgresql://user@host/db --workload W1,W3".
 BENCH_ARGS ?=
+
+# The dashboard's screenshots in docs/dashboard.md, taken by its browser tests.
+.PHONY: screenshots
+
+screenshots: venv
+	GD_SCREENSHOTS=docs/images/dashboard $(PYTEST) -q tests/web/test_web_browser.py
 
 .PHONY: bench bench-quick
 

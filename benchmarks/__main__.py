@@ -2,6 +2,7 @@
 
     python -m benchmarks run [--dsn postgresql://user@host/db] [--workload W1,W3] [--quick]
     python -m benchmarks plans [--dsn ...] [--rows 1000000]
+    python -m benchmarks web [--dsn ...] [--rows 1000000]
 
 ``run`` measures the workloads W1-W10 and W1P (see the modules of this package) and, in
 the same run and on the same server, calibrates it with pgbench; it prints one JSON line
@@ -12,6 +13,7 @@ it afterwards. With ``--dsn`` it works in schemas of its own (``--schema``, defa
 ``gd_bench``, and ``<schema>_ref`` for pgbench), created for the run and dropped at the end.
 
 ``plans`` prints EXPLAIN (ANALYZE, BUFFERS) of the hot statements on a seeded table.
+``web`` prints the server time of the dashboard's pages on a seeded table (benchmarks/web.py).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from benchmarks import (
     plans,
     processes,
     waiting,
+    web,
 )
 from benchmarks.calibration import find_pgbench
 from benchmarks.common import Bench, Figure, Options
@@ -190,6 +193,12 @@ def cmd_plans(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    with server(args.dsn) as (url, _):
+        print(web.report(url, args.schema, args.rows, args.repeat))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
@@ -236,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     pl.add_argument("--schema", default="gd_bench_plans", help="schema to create and drop")
     pl.set_defaults(func=cmd_plans)
+
+    wb = sub.add_parser("web", help="server time of the dashboard's pages on a big table")
+    wb.add_argument("--dsn", help="libpq URI or SQLAlchemy URL (default: embedded server)")
+    wb.add_argument("--rows", type=int, default=1_000_000, help="instances to seed")
+    wb.add_argument("--repeat", type=int, default=30, help="requests per page")
+    wb.add_argument("--schema", default="gd_bench_web", help="schema to create and drop")
+    wb.set_defaults(func=cmd_web)
 
     args = parser.parse_args(argv)
     if args.command == "run" and args.repeat < 1:

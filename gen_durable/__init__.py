@@ -29,12 +29,14 @@ from gen_durable.domain.outcomes import (
     Done,
     Fail,
     Next,
+    Outcome,
     RateLimited,
     Sleep,
     Spawn,
 )
 from gen_durable.domain.ratelimit import RateLimit
 from gen_durable.domain.retry import Backoff
+from gen_durable.domain.versioning import StateUpgradeFailed, upgrades_state
 from gen_durable.runner import Runner
 from gen_durable.runtime.steps import StepReport
 from gen_durable.store.models import configure_schema, schema_name
@@ -59,6 +61,7 @@ __all__ = [
     "InstanceSnapshot",
     "Job",
     "Next",
+    "Outcome",
     "RateLimit",
     "RateLimited",
     "Runner",
@@ -67,6 +70,7 @@ __all__ = [
     "SignalResult",
     "Sleep",
     "Spawn",
+    "StateUpgradeFailed",
     "Status",
     "StepReport",
     "cancel",
@@ -84,5 +88,6 @@ __all__ = [
     "set_queue_limit",
     "signal",
     "step",
+    "upgrades_state",
     "wait",
 ]

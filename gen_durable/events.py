@@ -32,6 +32,7 @@ EVENTS: Mapping[str, str] = {
     "step.exception": "a step raised (or returned something that is not an outcome)",
     "retry": "a failed step will run again after a backoff",
     "reaper.rescue": "expired leases were returned (or failed when out of attempts)",
+    "release": "claims still running at shutdown were given back, to run again elsewhere",
     "gc": "finished instances past retention were deleted",
     "leadership": "this runner took or lost leadership",
 }
@@ -46,6 +47,7 @@ LEVELS: Mapping[str, int] = {
     "step.exception": logging.INFO,
     "retry": logging.INFO,
     "reaper.rescue": logging.WARNING,
+    "release": logging.WARNING,
     "gc": logging.INFO,
     "leadership": logging.INFO,
 }

@@ -17,6 +17,7 @@ from sqlalchemy.pool import QueuePool
 
 from gen_durable import store
 from gen_durable.domain import definitions as registry
+from gen_durable.domain import versioning
 from gen_durable.domain.cron import Cron
 from gen_durable.domain.options import HISTORY_MODES, HistoryMode
 from gen_durable.errors import ConfigurationError
@@ -24,6 +25,7 @@ from gen_durable.runtime import claiming, config
 from gen_durable.runtime.committer import Committer
 from gen_durable.runtime.dispatcher import Dispatcher
 from gen_durable.runtime.executor import Executor
+from gen_durable.runtime.failures import log_failure
 from gen_durable.runtime.heartbeat import Heartbeat
 from gen_durable.runtime.inflight import Inflight
 from gen_durable.runtime.leader import Leader
@@ -250,6 +252,9 @@ class Runner:
                 self.known_fsms(),
                 None,
                 self.supervisor,
+                heartbeat_interval=self.heartbeat.interval,
+                reaper_interval=self.reaper.interval,
+                known=versioning.known(list(filter(None, map(registry.lookup, self.known_fsms())))),
             )
         self._pool.start()
         self.committer.start()
@@ -302,10 +307,11 @@ class Runner:
 
     def _release(self, leftovers: list[Any]) -> None:
         try:
-            released = claiming.release(self.engine, leftovers)
+            released = claiming.release(self.engine, leftovers, ran_on=self.node_id)
             log.info("released %d claim(s) still running after the grace period", len(released))
         except Exception as exc:  # the reaper returns them once their leases expire
-            log.warning("could not release claims: %s", exc)
+            then = "the reaper returns them once their leases expire"
+            log_failure(log, logging.WARNING, "releasing the claims", exc, then)
         finally:
             # Only now: a step that stops on ``ctx.cancelled`` must find its claim given
             # back, so that the commit of its early end is fenced out, never racing it.

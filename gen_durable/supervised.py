@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from multiprocessing.connection import Connection, wait
 from types import FrameType
 from typing import Any
@@ -22,16 +22,42 @@ from sqlalchemy import Engine, create_engine, pool
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from gen_durable.domain.cron import Cron
 from gen_durable.errors import ConfigurationError, DurableError
 from gen_durable.runner import SERVICE_CONNECTIONS, Runner
 from gen_durable.runtime import config
+from gen_durable.store.models import configure_schema
+from gen_durable.telemetry.logs import TEXT_FORMAT, configure_logging
 
 log = logging.getLogger("gen_durable.supervisor")
 
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 3
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Set in a supervised child, to the supervisor's metrics directory, for prometheus_client
+(its multiprocess mode) when ``gen-durable run --processes --metrics-port`` serves metrics."""
+LOG_FORMAT = TEXT_FORMAT
 """The log line format of ``gen-durable run`` and of the children it supervises."""
+
+
+@attrs.frozen
+class ChildSettings:
+    """How every child sets itself up besides its Runner (``gen-durable run``'s options).
+
+    Args:
+        schema: The gen_durable schema (``configure_schema``); None: the default.
+        cron: ``MODULE:ATTRIBUTE`` names of Cron schedules (a Cron or an iterable of them),
+            given to each child's Runner (the leader among them fires the ticks).
+        log_format: ``"text"`` or ``"json"`` (one JSON object per line).
+        metrics_dir: A directory where each child writes its Prometheus metrics
+            (``prometheus_client``'s multiprocess mode) for the supervisor to serve;
+            None: the children keep no metrics.
+    """
+
+    schema: str | None = None
+    cron: tuple[str, ...] = ()
+    log_format: str = "text"
+    metrics_dir: str | None = None
 
 
 @attrs.frozen
@@ -47,7 +73,8 @@ class ChildSpec:
         imports: Modules to import first (their FSM and Job classes).
         engine_options: Extra ``create_engine`` arguments for an engine made from ``dsn``.
         runner_options: Keyword arguments of the child's ``Runner``.
-        log_level: The level the child gives ``logging.basicConfig``; None: none.
+        log_level: The level the child logs at; None: it leaves logging as it is.
+        settings: Schema, cron schedules, log format and metrics of the child.
     """
 
     index: int
@@ -59,6 +86,7 @@ class ChildSpec:
     engine_options: dict[str, Any]
     runner_options: dict[str, Any]
     log_level: int | None
+    settings: ChildSettings = ChildSettings()
 
 
 def split_concurrency(queues: Mapping[str, int], processes: int) -> list[dict[str, int]]:
@@ -145,15 +173,44 @@ def unreachable_reason(engine: Engine) -> str | None:
         engine.dispose()
 
 
+def load_schedules(names: Iterable[str]) -> list[Cron]:
+    """The Cron schedules named ``MODULE:ATTRIBUTE`` (a Cron, or an iterable of them).
+
+    Raises ImportError or AttributeError as :func:`load_object` does, and TypeError for
+    an attribute that holds something else.
+    """
+    schedules: list[Cron] = []
+    for name in names:
+        found = load_object(name) if ":" in name else None
+        items = list(found) if isinstance(found, Iterable) else [found]
+        crons = [item for item in items if isinstance(item, Cron)]
+        if not items or len(crons) < len(items):
+            raise TypeError(f"{name} is not a Cron schedule nor a list of them (MODULE:ATTRIBUTE)")
+        schedules += crons
+    return schedules
+
+
 def build_runner(spec: ChildSpec) -> Runner:
     """Import the modules, make the engine and the child's Runner (not started)."""
+    settings = spec.settings
+    if settings.schema is not None:
+        configure_schema(settings.schema)
+    if settings.metrics_dir is not None:
+        # Read when prometheus_client is first imported: before the user's modules.
+        os.environ[MULTIPROC_ENV] = settings.metrics_dir
+        from gen_durable.telemetry import prometheus
+
+        prometheus.instrument()
     for module in spec.imports:
         load_object(module)
+    options = dict(spec.runner_options)
+    if settings.cron:
+        options["cron"] = [*options.get("cron", ()), *load_schedules(settings.cron)]
     if spec.app is not None:
         engine = app_engine(spec.app)
     else:
         engine = runner_engine(spec.dsn, spec.queues, **spec.engine_options)
-    return Runner(engine, spec.queues, supervisor=spec.supervisor, **spec.runner_options)
+    return Runner(engine, spec.queues, supervisor=spec.supervisor, **options)
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -205,7 +262,7 @@ def child_main(spec: ChildSpec, reports: Connection) -> None:
 
 def _serve(spec: ChildSpec, reports: Connection, wake_r: int) -> None:
     if spec.log_level is not None:
-        logging.basicConfig(level=spec.log_level, format=LOG_FORMAT)
+        configure_logging(spec.log_level, spec.settings.log_format)
     try:
         runner = build_runner(spec)
         runner.start()

@@ -33,6 +33,7 @@ from gen_durable.errors import ConfigurationError
 from gen_durable.runtime import config
 from gen_durable.store import schema
 from gen_durable.supervised import (
+    ChildSettings,
     ChildSpec,
     auto_processes,
     child_main,
@@ -46,8 +47,7 @@ log = logging.getLogger("gen_durable.supervisor")
 EXIT_OK = 0
 """The children were stopped as asked (SIGTERM, SIGINT, :meth:`Supervisor.request_stop`)."""
 EXIT_FAILED = supervised.EXIT_FAILED
-"""Children kept dying (see ``max_restarts``), one could not start for its configuration,
-or one had to be killed at shutdown."""
+"""Children kept dying, one could not start for its configuration, or one was killed."""
 EXIT_UNREACHABLE = supervised.EXIT_UNREACHABLE
 """The database was unreachable at start, or when the supervisor gave up."""
 
@@ -102,8 +102,8 @@ class Supervisor:
             slot died within the window.
         stop_timeout: Seconds the children get to stop after SIGTERM before they are
             killed; None: the Runner's ``grace`` plus 30.
-        log_level: The logging level each child configures (``logging.basicConfig``);
-            None: the child leaves logging as it is.
+        log_level: The logging level of each child; None: the child leaves logging as is.
+        settings: The children's schema, cron schedules, log format and metrics.
     """
 
     def __init__(
@@ -121,6 +121,7 @@ class Supervisor:
         backoff: Backoff = RESTART_BACKOFF,
         stop_timeout: float | None = None,
         log_level: int | None = None,
+        settings: ChildSettings | None = None,
     ) -> None:
         wanted = config.check_queues(queues if queues is not None else {"default": 10})
         count = auto_processes(wanted) if processes == "auto" else processes
@@ -156,6 +157,7 @@ class Supervisor:
                     engine_options=dict(engine_options or {}),
                     runner_options=options,
                     log_level=log_level,
+                    settings=settings or ChildSettings(),
                 )
             )
             for index, share in enumerate(split_concurrency(wanted, count))
@@ -177,6 +179,18 @@ class Supervisor:
     def shares(self) -> list[dict[str, int]]:
         """Each child's queues (name -> concurrency), in child order."""
         return [dict(c.spec.queues) for c in self._children]
+
+    def slots_alive(self) -> list[bool]:
+        """Per child slot: True while its process runs or its restart is scheduled."""
+        alive = []
+        for child in self._children:
+            process = child.process
+            try:
+                running = process is not None and process.exitcode is None
+            except ValueError:  # closed by the supervising thread meanwhile: it died
+                running = False
+            alive.append(running or child.restart_at is not None)
+        return alive
 
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop the children and return (thread-safe)."""
@@ -262,12 +276,8 @@ class Supervisor:
         process.start()
         send.close()  # the child holds the other copy: its exit shows as EOF here
         child.process, child.reports, child.node_id, child.restart_at = process, receive, None, None
-        log.info(
-            "worker %d started (pid %s): queues %s",
-            child.spec.index,
-            process.pid,
-            child.spec.queues,
-        )
+        spec = child.spec
+        log.info("worker %d started (pid %s): queues %s", spec.index, process.pid, spec.queues)
 
     def _read_reports(self, child: _Child) -> str | None:
         """Take in what the child said (its node id); a fatal error's message, if any."""
@@ -307,19 +317,15 @@ class Supervisor:
             while deaths and deaths[0] < now - self.restart_window:
                 deaths.popleft()
         if len(self._deaths) > self.max_restarts:
+            figures = (len(self._deaths), self.restart_window, self.max_restarts)
             log.error(
                 "worker %d died (exit code %s): %d deaths within %g s, more than %d; giving up",
-                child.spec.index,
-                code,
-                len(self._deaths),
-                self.restart_window,
-                self.max_restarts,
+                *(child.spec.index, code, *figures),
             )
             return False
         delay = self.backoff.delay(len(child.deaths))
-        log.warning(
-            "worker %d died (exit code %s); restarting it in %.1f s", child.spec.index, code, delay
-        )
+        index = child.spec.index
+        log.warning("worker %d died (exit code %s); restarting it in %.1f s", index, code, delay)
         child.restart_at = now + delay
         return True
 

@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, ProgrammingError
 
 from gen_durable.cli.operator import interactive, progress
-from gen_durable.errors import ConfigurationError, DurableError
+from gen_durable.errors import ConfigurationError, DurableError, ValidationError
 from gen_durable.store import migration, models
 from gen_durable.store.migrations import validate_schema
 from gen_durable.store.schema import check as check_schema
@@ -83,15 +83,45 @@ dsn_option = click.option(
     show_envvar=True,
     help="Database URL, e.g. postgresql://user:password@host/dbname.",
 )
+SCHEMA_HELP = f"Schema of the gen_durable tables [default: {models.SCHEMA_TOKEN}]."
 schema_option = click.option(
-    "--schema",
-    default=None,
-    help=f"Schema of the gen_durable tables [default: {models.SCHEMA_TOKEN}].",
+    "--schema", default=None, envvar="GEN_DURABLE_SCHEMA", show_envvar=True, help=SCHEMA_HELP
 )
 
 
+def _configure_schema(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is None:
+        return
+    try:
+        models.configure_schema(value)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+
+def _global_schema() -> click.Option:
+    """``--schema`` (env ``GEN_DURABLE_SCHEMA``), taken before or after the command's name."""
+    return click.Option(
+        ["--schema"],
+        envvar="GEN_DURABLE_SCHEMA",
+        show_envvar=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_configure_schema,
+        help=SCHEMA_HELP,
+    )
+
+
 class _Commands(click.Group):
-    """The ``gen-durable`` group: the library's errors end a command with one line, exit 1."""
+    """The ``gen-durable`` group: the library's errors end a command with one line, exit 1.
+
+    Every command takes ``--schema`` (the group's option, also accepted after the
+    command's name); a command with an option of its own of that name keeps it.
+    """
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        if not any(p.name == "schema" for p in cmd.params):
+            cmd.params.append(_global_schema())
+        super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -102,7 +132,7 @@ class _Commands(click.Group):
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
 
 
-@click.group(cls=_Commands)
+@click.group(cls=_Commands, params=[_global_schema()])
 @click.version_option(package_name="gen_durable")
 def main() -> None:
     """gen_durable: durable state machines and jobs on PostgreSQL."""
@@ -153,6 +183,7 @@ def migrate(
         with open_engine(dsn) as engine:
             before = migration.current(engine, schema)
             down = downgrade_to is not None
+            planned = [] if down else migration.plan(before, revision)
             total = (
                 migration.steps(before, downgrade_to or revision, downgrade=down)
                 if interactive()
@@ -172,6 +203,8 @@ def migrate(
         reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
         raise click.ClickException(f"migration failed: {reason}") from e
     click.echo(f"gen_durable schema {name!r}: {before or 'empty'} -> {after or 'empty'}")
+    for rev, phase, summary in planned:  # expand: older runners keep working; contract: not
+        click.echo(f"  {rev} ({phase}): {summary}")
 
 
 def _print_sql(schema: str, revision: str, downgrade_to: str | None) -> None:
@@ -185,6 +218,6 @@ def _print_sql(schema: str, revision: str, downgrade_to: str | None) -> None:
 
 
 # The other commands register themselves on ``main`` when imported.
-from gen_durable.cli import history, instances, why, worker  # noqa: E402
+from gen_durable.cli import actions, history, instances, upgrades, web, why, worker  # noqa: E402
 
-__all__ = ["history", "instances", "main", "why", "worker"]
+__all__ = ["actions", "history", "instances", "main", "upgrades", "web", "why", "worker"]

@@ -12,6 +12,7 @@ import click
 from gen_durable import store
 from gen_durable.cli import dsn_option, main, open_engine
 from gen_durable.cli.instances import _emit, _table, json_option, page_option
+from gen_durable.client import graph as client_graph
 
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _KEYWORDS = frozenset({"state", "note", "end", "direction", "class", "classDef", "as"})
@@ -30,21 +31,26 @@ def graph(dsn: str | None, fsm: str, as_json: bool) -> None:
     classes whose history is recorded (``history = "all"`` or ``"errors"``) have one.
     """
     with open_engine(dsn) as engine, engine.connect() as conn:
-        found, starts = store.history.edges(conn, fsm)
+        found = client_graph.edges(conn, fsm)
+        known = bool(found) or _known(conn, fsm)
+    if not known:
+        raise click.ClickException(f"unknown class {fsm!r}: no instance has it, no runner knows it")
     if not found:
         raise click.ClickException(
             f"no history is recorded for class {fsm!r} (is its history setting 'none'?)"
         )
-    edges = [
-        {"from": None, "to": row.from_step, "kind": "start", "count": row.n} for row in starts
-    ] + [
-        {"from": row.from_step, "to": row.to_step, "kind": row.kind, "count": row.n}
-        for row in found
-    ]
+    edges = [{"from": e.source, "to": e.target, "kind": e.kind, "count": e.count} for e in found]
     if as_json:
         _emit({"fsm": fsm, "edges": edges})
         return
     click.echo(mermaid(edges))
+
+
+def _known(conn: Any, fsm: str) -> bool:
+    """Some instance has class ``fsm``, or some registered runner knows it."""
+    if store.queries.list_instances(conn, fsm=fsm, limit=1):
+        return True
+    return any(fsm in (node.fsms or ()) for node in store.maintenance.list_nodes(conn, None))
 
 
 def mermaid(edges: Sequence[dict[str, Any]]) -> str:

@@ -8,18 +8,17 @@ from typing import Any
 
 import click
 from sqlalchemy.orm import Session
+from tabulate import tabulate
 
 from gen_durable import client as api
 from gen_durable import store
-from gen_durable.cli import dsn_option, main, open_engine
+from gen_durable.cli import detail, dsn_option, main, open_engine
 from gen_durable.cli.operator import (
-    SECONDS,
     Limit,
     Name,
     actor_option,
-    interactive,
-    progress,
 )
+from gen_durable.client.fleet import workers
 from gen_durable.errors import DurableError
 from gen_durable.store import models
 from gen_durable.types import InstanceSnapshot
@@ -49,14 +48,15 @@ def _emit(data: Any) -> None:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """``columns`` of ``rows`` as a plain, left-aligned table under upper-case headers."""
     if not rows:
         click.echo("(none)")
         return
     cells = [[("" if r[c] is None else str(r[c])) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for row in cells:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    headers = [c.upper() for c in columns]
+    # Every cell as text, left-aligned: ids and keys read alike, never as numbers.
+    text = tabulate(cells, headers, tablefmt="plain", disable_numparse=True, stralign="left")
+    click.echo("\n".join(line.rstrip() for line in text.splitlines()))
 
 
 @main.command(name="ls")
@@ -68,11 +68,23 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
 @click.option("--key", "correlation_key", help="Correlation key.")
 @page_option
 @click.option("--before", "before_id", type=int, help="Page: ids below this one.")
+@click.option(
+    "--stuck",
+    is_flag=True,
+    help="Only instances no live runner can run: parked by a failing state upgrade, or at "
+    "a step or state version no live runner of their class knows.",
+)
 @json_option
 def list_command(dsn: str | None, as_json: bool, **filters: Any) -> None:
-    """List instances, newest first (paginate with --before LAST_ID)."""
+    """List instances, newest first (paginate with --before LAST_ID). ATTEMPT of a done
+    instance is the attempt that finished it."""
     with open_engine(dsn) as engine, engine.connect() as conn:
         rows = [r._asdict() for r in store.queries.list_instances(conn, **filters)]
+        done = [r["id"] for r in rows if r["status"] == "done"]
+        finishing = store.history.finishing_attempts(conn, done)
+    for row in rows:  # the time it became due: past, and beside the point, once it runs
+        row["run_at"] = None if row["status"] == "running" else row["run_at"]
+        row["attempt"] = finishing.get(row["id"], row["attempt"])
     if as_json:
         _emit(rows)
         return
@@ -129,46 +141,26 @@ def _snapshot_json(snap: InstanceSnapshot) -> dict[str, Any]:
     default=20,
     show_default=True,
     type=click.IntRange(0, 10_000),
-    help="How many of the last recorded transitions to show (0: none).",
+    help="How many of the last recorded transitions, and of the re-runs, to show (0: none).",
 )
 @json_option
 def show(dsn: str | None, target: str, history_limit: int, as_json: bool) -> None:
-    """Show one instance (by ID or correlation KEY): state, step, errors, signals, and
-    its last transitions when history is recorded for its class."""
+    """Show one instance (by ID or correlation KEY): state, step, errors, signals, the
+    children it spawned, its steps' re-runs, and its last transitions when history is
+    recorded for its class."""
     with open_engine(dsn) as engine, engine.connect() as conn:
         try:
             data = _snapshot_json(api.get(conn, _target(target)))
         except DurableError as exc:
             raise _fail(exc) from exc
         rows = store.history.of_instance(conn, data["id"], history_limit) if history_limit else []
+        data["children"] = detail.children(conn, data["id"])
+        data["reruns"] = detail.reruns(conn, data, history_limit)
     data["history"] = [_history_json(r) for r in rows]
     if as_json:
         _emit(data)
         return
-    error = data.pop("error")
-    signals = data.pop("signals")
-    history = data.pop("history")
-    for key, value in data.items():
-        shown = json.dumps(value, default=str) if isinstance(value, dict | list) else value
-        click.echo(f"{key:>16}: {'' if shown is None else shown}")
-    if error:
-        click.echo(f"{'error':>16}: {error.get('type')}: {error.get('message')}")
-        if error.get("traceback"):
-            click.echo(error["traceback"].rstrip())
-    click.echo(f"{'signals':>16}: {len(signals)}")
-    for s in signals:
-        state = "consumed" if s["consumed_at"] else "pending"
-        click.echo(f"{'':>18}#{s['id']} {s['name']} ({state}) {json.dumps(s['payload'])}")
-    if history:
-        click.echo(f"{'history':>16}: last {len(history)} recorded transition(s)")
-        for h in history:
-            goes = h["to_step"] if h["to_step"] is not None else h["status"]
-            click.echo(
-                f"{'':>18}{h['at']:%Y-%m-%d %H:%M:%S} {h['from_step']} -> {goes} "
-                f"[{h['kind']}] attempt {h['attempt']}, {h['duration_ms']:.1f} ms"
-            )
-            if h["error"]:
-                click.echo(f"{'':>20}{h['error'].splitlines()[0]}")
+    detail.echo(data)
 
 
 def _history_json(row: store.history.HistoryRecord) -> dict[str, Any]:
@@ -235,88 +227,6 @@ def signal_command(
 
 @main.command()
 @dsn_option
-@click.argument("target")
-@click.option(
-    "--reason",
-    default="cancelled by operator",
-    show_default=True,
-    help="Stored as the instance's error.",
-)
-@actor_option
-def cancel(dsn: str | None, target: str, reason: str, actor: str) -> None:
-    """Cancel an unfinished instance (a running step's commit is fenced out)."""
-    with open_engine(dsn) as engine, Session(engine) as s, s.begin():
-        try:
-            done = api.cancel(s, _target(target), reason, actor=actor)
-        except DurableError as exc:
-            raise _fail(exc) from exc
-    click.echo("cancelled" if done else "already finished: nothing to cancel")
-
-
-@main.command()
-@dsn_option
-@click.argument("target")
-@actor_option
-def retry(dsn: str | None, target: str, actor: str) -> None:
-    """Run a failed or cancelled instance again from the step it ended at."""
-    with open_engine(dsn) as engine, Session(engine) as s, s.begin():
-        try:
-            instance_id = api.retry(s, _target(target), actor=actor)
-        except DurableError as exc:
-            raise _fail(exc) from exc
-    click.echo(f"instance {instance_id} is runnable again")
-
-
-@main.command()
-@dsn_option
-@click.option(
-    "--older-than",
-    type=SECONDS,
-    default=7 * 86400,
-    show_default=True,
-    help="Seconds since an instance finished.",
-)
-@click.option(
-    "--batch",
-    default=1000,
-    show_default=True,
-    type=click.IntRange(1, 100_000),
-    help="Instances deleted per transaction.",
-)
-@actor_option
-def prune(dsn: str | None, older_than: float, batch: int, actor: str) -> None:
-    """Delete finished instances (with their signals and history) that finished long
-    enough ago, a batch per transaction.
-
-    One audit row records the prune; each batch adds what it deleted to it, in its own
-    transaction, so the row counts exactly what was deleted.
-    """
-    total = 0
-    shown = interactive()
-    with open_engine(dsn) as engine:
-        due = None
-        if shown:
-            with engine.connect() as conn:
-                due = store.maintenance.count_garbage(conn, older_than, None)
-        audit_id = None
-        with progress(due, "pruning", shown=shown) as advance:
-            while True:
-                with engine.begin() as conn:
-                    deleted = store.maintenance.collect_garbage(conn, older_than, batch, None)
-                    if audit_id is None:
-                        details = {"older_than": older_than, "deleted": deleted}
-                        audit_id = store.audit.record(conn, "prune", actor=actor, details=details)
-                    elif deleted:
-                        store.audit.add_count(conn, audit_id, "deleted", deleted)
-                total += deleted
-                advance(deleted)
-                if deleted < batch:
-                    break
-    click.echo(f"pruned {total} finished instance(s)")
-
-
-@main.command()
-@dsn_option
 @json_option
 def stats(dsn: str | None, as_json: bool) -> None:
     """Instances per queue and status; unfinished ones per step; instances finished in
@@ -341,10 +251,15 @@ def stats(dsn: str | None, as_json: bool) -> None:
 @click.argument("queue", type=Name())
 @actor_option
 def pause(dsn: str | None, queue: str, actor: str) -> None:
-    """Pause QUEUE on every runner (running steps finish, nothing new starts)."""
+    """Pause QUEUE on every runner (running steps finish, nothing new starts). A queue no
+    live runner serves is paused all the same (a runner started later obeys it): the
+    command says so, in case the name is misspelt."""
     with open_engine(dsn) as engine, Session(engine) as s, s.begin():
         api.pause_queue(s, queue, actor=actor)
+        served = any(queue in w.queues for w in workers(s) if not w.stale)
     click.echo(f"queue {queue!r} paused")
+    if not served:
+        click.echo(f"note: no live runner serves queue {queue!r} (a misspelt name?)")
 
 
 @main.command()

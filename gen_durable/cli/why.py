@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import attrs
 import click
 
@@ -48,6 +50,17 @@ def why(dsn: str | None, target: str, heartbeat_timeout: float, as_json: bool) -
         ("held by", ", ".join(map(str, found.key_holders)) or None),
         ("children left", ", ".join(map(str, found.waiting_for_children)) or None),
         ("runners", ", ".join(found.runners) or None),
+        ("rate bucket", found.rate_bucket),
+        ("bucket tokens", None if found.rate_tokens is None else f"{found.rate_tokens:.2f}"),
+        ("in debt until", _stamp(found.rate_debt_until)),
+        ("can pay at", _stamp(found.rate_can_pay_at)),
+        ("lease owner", found.lease_owner),
+        ("lease until", _stamp(found.lease_expires_at)),
+        ("last heartbeat", _stamp(found.runner_last_heartbeat)),
     ):
         if value is not None:
             click.echo(f"{key:>16}: {value}")
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat(timespec="seconds")

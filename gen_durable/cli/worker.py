@@ -3,30 +3,38 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import time
 from typing import Any
 
+import attrs
 import click
 from sqlalchemy import Engine, create_engine
 
-from gen_durable import store
 from gen_durable.cli import DatabaseUnreachable, dsn_option, main, open_engine, sqlalchemy_url
 from gen_durable.cli.instances import _emit, _table, json_option
 from gen_durable.cli.operator import POSITIVE_SECONDS, SECONDS
+from gen_durable.client.fleet import workers as fleet_workers
+from gen_durable.domain.cron import Cron
+from gen_durable.domain.options import HISTORY_MODES
+from gen_durable.endpoints import LIVE_PATH, READY_PATH, Endpoints
+from gen_durable.errors import ConfigurationError
 from gen_durable.runner import Runner
+from gen_durable.store import models
 from gen_durable.store.schema import check as check_schema
 from gen_durable.supervised import (
-    LOG_FORMAT,
+    ChildSettings,
     app_engine,
     auto_processes,
     load_object,
+    load_schedules,
     runner_engine,
+    signals_to,
+    stop_signals,
     unreachable_reason,
 )
 from gen_durable.supervisor import Supervisor
+from gen_durable.telemetry.logs import LOG_FORMATS, configure_logging, verbosity
 
 
 def parse_queues(text: str) -> dict[str, int]:
@@ -124,7 +132,51 @@ def _reachable(engine: Engine) -> None:
     type=click.FloatRange(min=0, min_open=True),
     help="With --processes: the seconds over which --max-restarts counts deaths.",
 )
-@click.option("-v", "--verbose", is_flag=True, help="Log at INFO instead of WARNING.")
+@click.option(
+    "--cron",
+    "cron",
+    multiple=True,
+    metavar="MODULE:ATTR",
+    help="Cron schedules to fire: a Cron, or a list of them (repeatable). The runners that "
+    "have any elect a leader that fires each tick once.",
+)
+@click.option(
+    "--history",
+    type=click.Choice(HISTORY_MODES),
+    default="none",
+    show_default=True,
+    help="Which transitions to record in the history (`show`, `graph`).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port at /metrics (0: any free port, printed); "
+    "with --processes the supervisor serves every process's. Needs the prometheus extra.",
+)
+@click.option(
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help=f"Serve the health probes on this port (0: any free port, printed): {LIVE_PATH} "
+    f"(the loops are alive) and {READY_PATH} (the database answers, heartbeats current).",
+)
+@click.option(
+    "--endpoints-host",
+    default="0.0.0.0",
+    show_default=True,
+    help="The address the metrics and health endpoints listen on.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="'json': one JSON object per line, with the telemetry event's fields.",
+)
+@click.option(
+    "-v", "--verbose", count=True, help="-v: log at INFO (instead of WARNING); -vv: DEBUG."
+)
 def run(
     dsn: str | None,
     app: str | None,
@@ -137,7 +189,13 @@ def run(
     processes: str | None,
     max_restarts: int,
     restart_window: float,
-    verbose: bool,
+    cron: tuple[str, ...],
+    history: str,
+    metrics_port: int | None,
+    health_port: int | None,
+    endpoints_host: str,
+    log_format: str,
+    verbose: int,
 ) -> None:
     """Run a worker until SIGTERM or SIGINT (graceful: in-flight steps get --grace).
 
@@ -145,13 +203,16 @@ def run(
     SIGINT to them, and restarts one that dies. Exit codes: 0 stopped as asked, 1 failed
     (with --processes: the processes kept dying), 3 the database is unreachable.
     """
-    level = logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format=LOG_FORMAT)
+    level = verbosity(verbose)
+    configure_logging(level, log_format)
     wanted = parse_queues(queues)
     if os.getcwd() not in sys.path:  # like `python -m`: the project's modules are importable
         sys.path.insert(0, os.getcwd())
+    if metrics_port is not None:
+        _needs_prometheus()
     for module in imports:
         _load(module)
+    schedules = _schedules(cron)
     if app:
         engine = _app_engine(app)
         url = None
@@ -163,8 +224,11 @@ def run(
     # PgBouncer hands the next transaction to whichever server connection is free.
     engine_options = {"connect_args": {"prepare_threshold": None}} if no_listen else {}
     options: dict[str, Any] = {"lease": lease, "poll_interval": poll_interval, "grace": grace}
-    options["listen"] = not no_listen
+    options.update(listen=not no_listen, history=history)
+    served = Endpoints(metrics_port, health_port, endpoints_host, lease, _say)
     if processes is not None:
+        metrics_dir = served.multiprocess_dir() if metrics_port is not None else None
+        settings = ChildSettings(models.schema_name(), cron, log_format, metrics_dir)
         supervisor = Supervisor(
             wanted,
             processes=parse_processes(processes, wanted),
@@ -176,17 +240,63 @@ def run(
             max_restarts=max_restarts,
             restart_window=restart_window,
             log_level=level,
+            settings=settings,
         )
         shares = supervisor.shares
         click.echo(f"supervisor {supervisor.id}: {len(shares)} processes {shares}", err=True)
-        sys.exit(supervisor.run())  # it reports why it failed, if it did
+        with served.supervising(supervisor, url or engine.url):
+            code = supervisor.run()  # it reports why it failed, if it did
+        sys.exit(code)
     if url is not None:
         engine = runner_engine(url, wanted, **engine_options)
     _reachable(engine)
     check_schema(engine)  # before the Runner: a missing schema is one line, not its cleanup's
-    runner = Runner(engine, wanted, **options)
+    try:
+        runner = Runner(engine, wanted, cron=schedules, **options)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from exc
     click.echo(f"worker {runner.node_id}: queues {wanted}", err=True)
-    runner.run_forever()
+    _run_until_signal(runner, served, url or engine.url)
+
+
+def _run_until_signal(runner: Runner, served: Endpoints, url: Any) -> None:
+    """Start ``runner``, serve its endpoints, stop it at SIGTERM/SIGINT."""
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    try:
+        with signals_to(wake_w):
+            runner.start()
+            try:
+                with served.running(runner.node_id, url):
+                    while not stop_signals(os.read(wake_r, 512)):
+                        pass
+            finally:
+                runner.stop()
+    finally:
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _needs_prometheus() -> None:
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise click.UsageError(
+            "--metrics-port needs prometheus_client: pip install 'gen_durable[prometheus]'"
+        ) from None
+
+
+def _schedules(names: tuple[str, ...]) -> list[Cron]:
+    try:
+        return load_schedules(names)
+    except (ImportError, AttributeError) as exc:
+        raise click.BadParameter(f"{exc}", param_hint="--cron") from exc
+    except TypeError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cron") from exc
 
 
 def _app_engine(app: str) -> Engine:
@@ -203,33 +313,43 @@ def _app_engine(app: str) -> Engine:
 @dsn_option
 @json_option
 def workers(dsn: str | None, as_json: bool) -> None:
-    """The runners registered in the database: host, pid, queues, last heartbeat, and the
-    supervisor that started each (``run --processes``; empty for a runner on its own)."""
+    """The runners registered in the database: host, pid, queues with their concurrency,
+    the instances whose lease each holds, its last heartbeat (against its own interval),
+    the leader, and the supervisor that started each (``run --processes``; empty for a
+    runner on its own). A runner silent for 3 of its heartbeat intervals is STALE."""
     with open_engine(dsn) as engine, engine.connect() as conn:
-        nodes = [node._asdict() for node in store.maintenance.list_nodes(conn, None)]
+        found = [attrs.asdict(w) for w in fleet_workers(conn)]
     if as_json:
-        _emit(nodes)
+        _emit(found)
         return
-    for node in nodes:
-        node["queues"] = ",".join(f"{q}={n}" for q, n in sorted((node["queues"] or {}).items()))
-        node["heartbeat"] = f"{node['silent_for']:.0f}s ago"
-    _table(nodes, ["id", "supervisor", "hostname", "pid", "queues", "heartbeat"])
+    for w in found:
+        w["queues"] = ",".join(f"{q}={n}" for q, n in sorted(w["queues"].items()))
+        every = f" (every {w['heartbeat_interval']:g}s)" if w["heartbeat_interval"] else ""
+        w["heartbeat"] = f"{w['silent_for']:.0f}s ago{every}"
+        w["state"] = " ".join(s for s in ("STALE" * w["stale"], "leader" * w["leader"]) if s)
+    _table(
+        found, ["id", "supervisor", "hostname", "pid", "queues", "running", "heartbeat", "state"]
+    )
 
 
 @main.command()
 def dev() -> None:
-    """Start a throwaway embedded PostgreSQL, print its DSN, keep it until Ctrl-C."""
+    """Start a throwaway embedded PostgreSQL, print its DSN, keep it until Ctrl-C or
+    SIGTERM (either stops the server and deletes its data folder)."""
     from gen_durable.devserver import embedded
     from gen_durable.store.schema import install
 
-    with embedded() as url:
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    # From the start: a signal while the server starts is kept, and stops it once up.
+    with signals_to(wake_w), embedded() as url:
         engine = create_engine(url)
         install(engine)
         engine.dispose()
         click.echo(f"GEN_DURABLE_DSN={url}")
         click.echo("schema installed; press Ctrl-C to stop and delete this database", err=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
+        while not stop_signals(os.read(wake_r, 512)):
             pass
+        click.echo("stopping the server and deleting its data", err=True)
+    os.close(wake_r)
+    os.close(wake_w)

@@ -10,7 +10,16 @@ import attrs
 from sqlalchemy import Connection
 
 from gen_durable import store
+from gen_durable.client import upgrades
+from gen_durable.client.explain_edges import lapse, rate_hold
+from gen_durable.client.explain_text import FINISHED as _FINISHED
+from gen_durable.client.explain_text import attempt as _attempt
+from gen_durable.client.explain_text import error_text as _error
+from gen_durable.client.explain_text import ids_text as _ids
+from gen_durable.client.explain_text import quoted as _quoted
+from gen_durable.client.explain_text import when as _when
 from gen_durable.client.targets import Bind, check_target, connection, not_found
+from gen_durable.domain import versioning
 from gen_durable.errors import NotFound, ValidationError
 from gen_durable.store import explain as explain_sql
 from gen_durable.store.explain import LiveNode
@@ -32,6 +41,10 @@ Reason = Literal[
     "awaiting_children",
     "blocked",
     "queue_paused",
+    "rate_limited",
+    "upgrade_failed",
+    "unknown_version",
+    "unknown_step",
 ]
 AHEAD_CAP = 10_000
 """Runnable instances ahead in the queue are counted up to this many."""
@@ -75,6 +88,19 @@ class Explanation:
     """Ids of the running instances that hold its concurrency key (the first 100)."""
     lease_owner: str | None = None
     lease_expires_at: datetime | None = None
+    runner_last_heartbeat: datetime | None = None
+    """The last heartbeat of the runner that holds its lease (None: not registered)."""
+    runner_heartbeat_interval: float | None = None
+    """That runner's own seconds between heartbeats (None: not recorded)."""
+    rate_bucket: str | None = None
+    """The key of its rate-limit bucket (``class:step or *:partition``)."""
+    rate_partition: str | None = None
+    rate_tokens: float | None = None
+    """The tokens its bucket holds now, refilled (None: the limit is not recorded)."""
+    rate_debt_until: datetime | None = None
+    """The bucket is in debt until then (a ``RateLimited`` step emptied it)."""
+    rate_can_pay_at: datetime | None = None
+    """When its bucket can pay for it, if nothing ahead of it takes the tokens first."""
     queued_ahead: int | None = None
     """How many runnable instances of its queue are picked before it."""
     runners: tuple[str, ...] = ()
@@ -179,6 +205,8 @@ class _Seen:
         serving = [n for n in nodes if row.queue in (n.queues or {})]
         knowing = [n for n in serving if row.fsm in (n.fsms or ())]
         problem = _runner_problem(row, nodes, serving, knowing, timeout)
+        if problem is None:
+            problem = upgrades.runner_problem(row, knowing)
         shared = {
             "runners": tuple(n.id for n in serving),
             "class_known": bool(knowing) if serving else None,
@@ -195,7 +223,9 @@ def _running(seen: _Seen) -> _Verdict:
     expires = _when(row.lease_expires_at, at)
     if row.lease_expires_at is None or row.lease_expires_at > at:
         text = f"is running step {row.step!r} ({_attempt(row)}) on runner {row.lease_owner}, "
-        return _Verdict("running", f"{text}its lease held until {expires}.", facts)
+        runner, seen_facts = lapse(seen.conn, row, at)
+        text = f"{text}its lease held until {expires}. {runner}"
+        return _Verdict("running", text, {**facts, **seen_facts})
     then = (
         "fails it: that was its last attempt."
         if row.attempt >= row.max_attempts
@@ -240,6 +270,8 @@ def _available(seen: _Seen) -> _Verdict:
 def _scheduled(seen: _Seen) -> _Verdict:
     """Delayed, or backing off after a failed attempt; once due, runners are the cause."""
     row, due = seen.row, _when(seen.row.run_at, seen.at)
+    if row.run_at is None and versioning.is_upgrade_error(row.error):
+        return _Verdict("upgrade_failed", upgrades.parked(row))
     reason: Reason = "scheduled" if row.error is None else "backing_off"
     text = (
         f"is scheduled to run step {row.step!r} {due}."
@@ -247,13 +279,20 @@ def _scheduled(seen: _Seen) -> _Verdict:
         else f"is backing off: {_attempt(row)} of step {row.step!r} failed with "
         f"{_error(row.error)}; the next attempt is due {due}."
     )
+    held = rate_hold(seen.conn, row, seen.at)
+    facts = {"run_at": row.run_at, **(held.facts if held is not None else {})}
+    if held is not None and held.holds:
+        text = f"is held by a rate limit at step {row.step!r}. {held.text}"
+        return _Verdict("rate_limited", text, facts, seen.later)
+    if held is not None:
+        text += f" {held.text}"
     if row.run_at is None or row.run_at > seen.at:
-        return _Verdict(reason, text, {"run_at": row.run_at}, seen.later)
+        return _Verdict(reason, text, facts, seen.later)
     text += " It is due: a runner's scheduler makes it runnable within its poll interval."
     if seen.problem is not None:
         reason, problem = seen.problem
         text += f" But {problem}"
-    return _Verdict(reason, text, {"run_at": row.run_at})
+    return _Verdict(reason, text, facts)
 
 
 def _awaiting(seen: _Seen) -> _Verdict:
@@ -322,16 +361,6 @@ _UNFINISHED: dict[Status, Callable[[_Seen], _Verdict]] = {
 }
 
 
-_FINISHED: dict[Status, Callable[[InstanceRecord, str], str]] = {
-    Status.DONE: lambda row, when: f"done {when}, at step {row.step!r}.",
-    Status.CANCELLED: lambda row, when: f"cancelled {when} ({_error(row.error)}).",
-    Status.FAILED: lambda row, when: (
-        f"failed {when} at step {row.step!r} after {_attempt(row)}, with {_error(row.error)}."
-    ),
-}
-"""How each finished status ends the sentence "is finished: ...", given when it finished."""
-
-
 def _runner_problem(
     row: InstanceRecord, nodes: _Nodes, serving: _Nodes, knowing: _Nodes, heartbeat_timeout: float
 ) -> _Problem | None:
@@ -356,45 +385,3 @@ def _runner_problem(
 def _no_runner_at_all(heartbeat_timeout: float, tail: str = "") -> str:
     extra = f", {tail}" if tail else ""
     return f"no runner is live (none sent a heartbeat in the last {heartbeat_timeout:g}s){extra}."
-
-
-def _attempt(row: InstanceRecord) -> str:
-    return f"attempt {row.attempt} of {row.max_attempts}"
-
-
-def _error(error: JSON) -> str:
-    if isinstance(error, dict):
-        kind = error.get("type") or "error"
-        message = error.get("message")
-        return f"{kind}: {message}" if message else str(kind)
-    return "no recorded error" if error is None else str(error)
-
-
-def _when(moment: datetime | None, now: datetime) -> str:
-    if moment is None:
-        return "(no time recorded)"
-    seconds = (moment - now).total_seconds()
-    stamp = moment.isoformat(timespec="seconds")
-    if abs(seconds) < 1:
-        return f"at {stamp} (now)"
-    span = _span(abs(seconds))
-    return f"at {stamp} (in {span})" if seconds > 0 else f"at {stamp} ({span} ago)"
-
-
-def _span(seconds: float) -> str:
-    whole = round(seconds)
-    days, rest = divmod(whole, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{days}d" if days else "", f"{hours}h" if hours else ""]
-    parts += [f"{minutes}m" if minutes else "", f"{secs}s" if secs or whole == 0 else ""]
-    return " ".join(p for p in parts if p)
-
-
-def _quoted(names: Sequence[str]) -> str:
-    return ", ".join(repr(n) for n in names)
-
-
-def _ids(ids: Sequence[int], total: int) -> str:
-    shown = "instance " + ", ".join(str(i) for i in ids) if ids else "no unfinished child found"
-    return shown + (f" and {total - len(ids)} more" if total > len(ids) and ids else "")

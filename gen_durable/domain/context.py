@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
+
+from typing_extensions import TypeVar
 
 from gen_durable.clock import monotonic
 from gen_durable.types import Child, Signal
@@ -12,9 +14,13 @@ from gen_durable.types import Child, Signal
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+S = TypeVar("S", default=Any)
+"""The type of a class's state (an FSM's ``State``, a Job's ``Args``); ``Any`` when not
+given, so a bare ``Context`` is ``Context[Any]``."""
 
-class Context:
-    """The step's view of its instance.
+
+class Context(Generic[S]):
+    """The step's view of its instance; ``Context[CheckoutState]`` types ``ctx.state``.
 
     ``state`` is the typed state (mutate it in place or return a new one in the outcome);
     ``awaited`` holds the signals that woke the instance, in arrival order; ``children``
@@ -48,7 +54,7 @@ class Context:
         instance_id: int,
         fsm: str,
         step: str,
-        state: Any,
+        state: S,
         attempt: int,
         max_attempts: int,
         version: int,

@@ -125,6 +125,9 @@ class Transition:
     history: bool = False
     """Its ``gd_history`` row is written with it if it lands."""
     duration_ms: float = 0.0
+    state_version: int | None = None
+    """The version of ``state`` when it differs from the row's (a state upgraded on load);
+    None: the row's stays."""
 
     @property
     def finished(self) -> bool:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar, Literal, TypeVar, Unpack
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, Unpack, get_args, get_origin
 
 import attrs
 
-from gen_durable.domain import registry, serialization
-from gen_durable.domain.context import Context
+from gen_durable.domain import registry, serialization, versioning
+from gen_durable.domain.context import Context, S
 from gen_durable.domain.insert_spec import InsertOptions, InsertSpec
 from gen_durable.domain.options import (
     DEFAULT_QUEUE,
@@ -35,14 +35,25 @@ F = TypeVar("F", bound=Callable[..., Any])
 _RESERVED: frozenset[str] = frozenset()  # filled in below, once Definition exists
 
 
+class ConcurrencyKey(Protocol):
+    """A function of the state (or args) giving an instance's concurrency key, or None."""
+
+    def __call__(self, state: Any, /) -> str | None: ...
+
+
 def step(func: F) -> F:
     """Mark a method as a step of its FSM (an alternative to ``steps = (...)``)."""
     func.__gd_step__ = True  # type: ignore[attr-defined]
     return func
 
 
-class Definition:
-    """What FSM and Job share: class options, typed state, registration."""
+class Definition(Generic[S]):
+    """What FSM and Job share: class options, typed state, registration.
+
+    ``S`` is the state's type as step code sees it in ``ctx.state`` (``Any`` when not
+    given); it is for type checkers only: the class's ``State``/``Args`` or ``state_type``
+    decides what is loaded.
+    """
 
     name: ClassVar[str]
     """Stable registry name; defaults to ``module.QualifiedName``. Set it to survive renames."""
@@ -54,7 +65,7 @@ class Definition:
     """Attempts per step; after the last, ``on_error`` may compensate or the instance fails."""
     backoff: ClassVar[BackoffSpec] = Backoff()
     """Delay between attempts: a :class:`Backoff`, or a callable attempt -> seconds."""
-    concurrency_key: ClassVar[Callable[[Any], str | None] | None] = None
+    concurrency_key: ClassVar[ConcurrencyKey | None] = None
     """A function of the state giving the instance's concurrency key (None: no key),
     computed at insert and again at every transition."""
     concurrency_limit: ClassVar[int] = 1
@@ -70,6 +81,13 @@ class Definition:
     Runner's ``history`` default)."""
     abstract: ClassVar[bool] = False
     """An abstract base class is not registered and cannot be inserted."""
+    state_version: ClassVar[int] = 1
+    """The version of the state's JSON this code writes; older rows are upgraded on load by
+    the ``@upgrades_state(from_version=k)`` functions (see :mod:`gen_durable.domain.versioning`)."""
+    step_aliases: ClassVar[Mapping[str, str]] = {}
+    """Old step names mapped to declared steps: rows at a renamed or removed step run on."""
+    _gd_upgrades: ClassVar[dict[int, versioning.Upgrade]] = {}
+    _gd_known_versions: ClassVar[tuple[int, ...]] = (1,)
 
     _gd_steps: ClassVar[tuple[str, ...]] = ()
     _gd_initial: ClassVar[str] = ""
@@ -82,6 +100,7 @@ class Definition:
             return
         cls._gd_configure()
         _validate_options(cls)
+        versioning.configure(cls)
         if "name" not in cls.__dict__:
             cls.name = f"{cls.__module__}.{cls.__qualname__}"
         try:
@@ -103,7 +122,7 @@ class Definition:
         """
         return InsertSpec.build(cls, **options)
 
-    def step(self, name: str, ctx: Context) -> Outcome:
+    def step(self, name: str, ctx: Context[S]) -> Outcome:
         """Run step ``name``; by default calls the method of that name with ``ctx``."""
         method = getattr(self, name, None)
         if method is None:
@@ -111,7 +130,7 @@ class Definition:
         result: Outcome = method(ctx)
         return result
 
-    def on_error(self, name: str, error: BaseException, ctx: Context) -> Outcome | None:
+    def on_error(self, name: str, error: BaseException, ctx: Context[S]) -> Outcome | None:
         """Called when step ``name`` has used its last attempt.
 
         Return an outcome (compensation) to continue, or None to fail the instance.
@@ -122,12 +141,16 @@ class Definition:
 _RESERVED = frozenset(name for name in dir(Definition) if not name.startswith("__"))
 
 
-class FSM(Definition):
+class FSM(Definition[S]):
     """A durable finite-state machine.
 
     Name the steps with ``steps = ("start", "ship")`` (the first is the initial step
     unless ``initial`` says otherwise) or mark one method per step with ``@step``.
     Declare typed state as a nested attrs class ``State`` (or ``state_type = ...``).
+
+    For type checkers, ``class Checkout(FSM[CheckoutState])`` types ``ctx.state`` in
+    ``step(self, name, ctx: Context[CheckoutState])``; with a nested ``State`` write
+    ``class Checkout(FSM)`` and annotate ``ctx: Context["Checkout.State"]`` in the steps.
     """
 
     steps: ClassVar[tuple[str, ...]] = ()
@@ -183,11 +206,14 @@ class FSM(Definition):
         cls._gd_kind = "fsm"
 
 
-class Job(Definition):
+class Job(Definition[S]):
     """A one-shot job: ``perform(self, args)`` or ``perform(self, args, ctx)``.
 
     Its return value is the result; an exception retries it with backoff. ``args`` is
     JSON, or an attrs ``Args`` class (or ``args_type = ...``).
+
+    For type checkers, ``class Charge(Job[ChargeArgs])`` with
+    ``perform(self, args: ChargeArgs, ctx: Context[ChargeArgs])``.
     """
 
     args_type: ClassVar[type[Any] | None] = None
@@ -216,7 +242,7 @@ class Job(Definition):
         cls._gd_state_type = _declared_type(cls, "Args", "args_type")
         cls._gd_kind = "job"
 
-    def step(self, name: str, ctx: Context) -> Any:
+    def step(self, name: str, ctx: Context[S]) -> Any:
         """Call ``perform`` with the job's args (and ``ctx`` when it asks for it)."""
         perform: Callable[..., Any] = self.perform  # type: ignore[attr-defined]
         if self._gd_perform_takes_ctx:
@@ -268,7 +294,19 @@ def _declared_type(cls: type[Definition], nested: str, option: str) -> type[Any]
     candidate = getattr(cls, nested, None)
     if candidate is not None and not attrs.has(candidate):
         raise DefinitionError(f"{cls.__qualname__}.{nested} must be an attrs class")
-    return candidate
+    return candidate if candidate is not None else _type_argument(cls)
+
+
+def _type_argument(cls: type[Definition]) -> type[Any] | None:
+    """The attrs class named in the nearest ``FSM[...]``/``Job[...]`` base, if any: what
+    type checkers take ``ctx.state`` to be is what is loaded (anything else is JSON)."""
+    for klass in cls.__mro__:
+        for base in klass.__dict__.get("__orig_bases__", ()):
+            origin = get_origin(base)
+            if isinstance(origin, type) and issubclass(origin, Definition):
+                found = get_args(base)[0]
+                return found if isinstance(found, type) and attrs.has(found) else None
+    return None
 
 
 def _member_names(cls: type) -> Iterator[str]:

@@ -78,6 +78,11 @@ class InsertSpec:
     """Set by the commit of the Spawn that inserts it as a child."""
     trace_context: str | None = attrs.field(default=None, metadata={"column": "text"})
     """The span that inserted it (tracing on): its steps' spans continue that trace."""
+    state_version: int = attrs.field(
+        default=attrs.Factory(lambda spec: spec.cls.state_version, takes_self=True),
+        metadata={"column": "int"},
+    )
+    """The class's ``state_version``: a new row's state is in the code's version."""
 
     @property
     def fsm(self) -> str:

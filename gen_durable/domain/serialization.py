@@ -159,6 +159,17 @@ def dumps(value: JSON) -> str:
     return text
 
 
+def storable_text(text: str) -> str:
+    """``text`` with what a PostgreSQL text column refuses (a NUL, a lone surrogate)
+    replaced by U+FFFD: for text the engine records on its own, such as an error's."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = _SURROGATE.sub("\ufffd", text)
+    return text.replace("\x00", "\ufffd")
+
+
 def validate_state(value: Any, type_: type[Any] | None, what: str = "state") -> JSON:
     """Validate state/args against the declared type (strictly: see the module's
     docstring); return its JSON, or raise InvalidState / InvalidPayload."""

@@ -7,6 +7,7 @@ await and the children of its latest Spawn.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from sqlalchemy import Engine, Row
 
 from gen_durable import events, faults, store
 from gen_durable.domain import definitions as registry
-from gen_durable.domain import routing
+from gen_durable.domain import routing, versioning
 from gen_durable.domain.ratelimit import RateLimit
 from gen_durable.runtime.inflight import Lease
 from gen_durable.runtime.steps import Claimed
@@ -38,7 +39,7 @@ def claim(
         return []
     with engine.begin() as conn:
         rows = store.leases.claim(
-            conn, queue, fsms, limit, owner, lease_seconds, None, rate_limit_of
+            conn, queue, fsms, limit, owner, lease_seconds, None, rate_limit_of, known_to(fsms)
         )
         if faults.active is not None:
             faults.hit("claim", conn)
@@ -61,13 +62,33 @@ def claim(
     return claimed
 
 
-def release(engine: Engine, leases: Sequence[Lease]) -> list[int]:
+def release(engine: Engine, leases: Sequence[Lease], ran_on: str | None = None) -> list[int]:
     """Give claims back: runnable again at once, each attempt returned (its signal pack
-    stays recorded); the queues' runners are notified. Returns the ids released."""
+    stays recorded); the queues' runners are notified. Returns the ids released.
+
+    ``ran_on``: the runner whose steps were still running (a shutdown past its grace):
+    each released claim is recorded as a re-run, in the same transaction. None: the
+    claims never started (claimed ahead), nothing ran.
+    """
     with engine.begin() as conn:
         released = store.leases.release(conn, [(x.instance_id, x.token) for x in leases], None)
+        if ran_on is not None:
+            store.history.record_released(conn, released, ran_on, None)
         store.notify.notify(conn, {x.queue for x in leases})
+    if ran_on is not None and released:
+        events.emit("release", count=len(released), instance_ids=released, node_id=ran_on)
     return released
+
+
+def known_to(fsms: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The claim's filter for the registered classes among ``fsms``: the steps and state
+    versions their code knows (:func:`gen_durable.domain.versioning.claim_keys`)."""
+    return _claim_keys(tuple(filter(None, map(registry.lookup, fsms))))
+
+
+@functools.lru_cache(maxsize=64)
+def _claim_keys(classes: tuple[type[registry.Definition], ...]) -> tuple[list[str], list[str]]:
+    return versioning.claim_keys(list(classes))
 
 
 def rate_limit_of(fsm: str, step: str) -> RateLimit | None:
@@ -127,6 +148,7 @@ def to_claimed(
                 children=tuple(children.get(r.id, ())),
                 trace_context=r.trace_context,
                 concurrency_key=r.concurrency_key,
+                state_version=r.state_version,
             )
         )
     return claimed, built

@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from gen_durable import store
 from gen_durable.domain.decide import Transition
+from gen_durable.runtime.failures import log_failure
 from gen_durable.store.transitions import Committed
 
 log = logging.getLogger("gen_durable.runtime")
@@ -157,11 +158,13 @@ class Committer:
                     if not _is_permanent(exc):
                         failures = self._pause(failures, exc)
                         continue
-                    log.error("a transition was refused by the database", exc_info=exc)
+                    then = "the step's lease will expire and it runs again"
+                    log_failure(log, logging.ERROR, "a transition's commit", exc, then)
                     item[1].set_exception(exc)
                     break
                 except Exception as exc:  # the step's lease expires; it runs again
-                    log.error("a transition could not be committed", exc_info=exc)
+                    then = "the step's lease will expire and it runs again"
+                    log_failure(log, logging.ERROR, "a transition's commit", exc, then)
                     item[1].set_exception(exc)
                     break
                 self._resolve([item], landed)
@@ -172,7 +175,7 @@ class Committer:
     def _pause(failures: int, exc: DBAPIError) -> int:
         # The outcome of a failed commit may be unknown; retrying is safe because a
         # transition that did land has cleared its lease token and is fenced out.
-        log.warning("commit failed (%s); retrying", exc.orig or exc)
+        log_failure(log, logging.WARNING, "commit", exc, "retrying")
         time.sleep(min(5.0, 0.05 * 2 ** (failures + 1)))
         return failures + 1
 

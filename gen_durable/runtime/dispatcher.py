@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from gen_durable.clock import monotonic
 from gen_durable.runtime import claiming
 from gen_durable.runtime.executor import Executor
+from gen_durable.runtime.failures import log_failure
 from gen_durable.runtime.inflight import Lease
 from gen_durable.runtime.steps import Claimed, StepReport
 from gen_durable.runtime.workers import WorkerPool
@@ -149,7 +150,8 @@ class Dispatcher:
                 failures = 0
             except Exception as exc:  # the database may be restarting: back off, retry
                 failures += 1
-                log.warning("claim on %s failed: %s", self.queue, exc)
+                then = f"claiming again in {min(10.0, 0.1 * 2**failures):.1f} s"
+                log_failure(log, logging.WARNING, f"claim on {self.queue}", exc, then)
                 with self._cond:
                     self._cond.wait(min(10.0, 0.1 * 2**failures))
                 continue
@@ -227,7 +229,8 @@ class Dispatcher:
         try:
             claiming.release(self._engine, leases)
         except Exception as exc:  # the reaper returns them once their leases expire
-            log.warning("could not give back %d claim(s) on %s: %s", len(leases), self.queue, exc)
+            then = "the reaper returns them once their leases expire"
+            log_failure(log, logging.WARNING, f"giving back {len(leases)} claim(s)", exc, then)
 
     def _claim(self, limit: int) -> list[Claimed]:
         claimed = claiming.claim(
@@ -260,7 +263,7 @@ class Dispatcher:
     def _committed(self, future: Future[StepReport]) -> None:
         exc = future.exception()
         if exc is not None:
-            log.error("a step's commit failed; its lease will expire", exc_info=exc)
+            log_failure(log, logging.ERROR, "a step's commit", exc, "its lease will expire")
         with self._cond:
             self._uncommitted -= 1
             if self._backlog:

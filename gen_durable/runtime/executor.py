@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import Future
 
+import attrs
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 from gen_durable import events, faults, store, tracing
 from gen_durable.clock import monotonic
 from gen_durable.domain import definitions as registry
-from gen_durable.domain import serialization
+from gen_durable.domain import serialization, versioning
 from gen_durable.domain.context import Context
 from gen_durable.domain.decide import (
     Failure,
@@ -96,7 +97,17 @@ class Executor:
         started = monotonic()
         out: Future[StepReport] = Future()
         try:
-            transition, ctx, redo = self._step(claimed, lease, started)
+            cls = registry.lookup(claimed.fsm)
+            assert cls is not None, "the dispatcher claims only known classes"
+            if claimed.state_version != cls.state_version or claimed.step in cls.step_aliases:
+                try:
+                    claimed = steps.loadable(cls, claimed)
+                except versioning.StateUpgradeFailed as failed:
+                    return self._park(claimed, failed, started)
+            transition, ctx, redo = self._step(cls, claimed, lease, started)
+            if claimed.state_version != cls.state_version:
+                # Upgraded on load: a state the step stores is in the code's version.
+                transition = attrs.evolve(transition, state_version=cls.state_version)
             if ctx is not None:
                 try:
                     committed = self._commit_in_session(ctx, transition)
@@ -138,12 +149,10 @@ class Executor:
             out.set_result(report)
 
     def _step(
-        self, claimed: Claimed, lease: Lease, started: float
+        self, cls: type[registry.Definition], claimed: Claimed, lease: Lease, started: float
     ) -> tuple[Transition, Context | None, Redo]:
         """Run the step's code and decide; the context is returned when the transition
         must commit in the step's own session."""
-        cls = registry.lookup(claimed.fsm)
-        assert cls is not None, "the dispatcher claims only known classes"
         if events.active("step.start"):
             events.emit(
                 "step.start", **steps.event_fields(claimed), trace_context=claimed.trace_context
@@ -225,6 +234,24 @@ class Executor:
         if faults.active is not None:
             faults.hit("before_commit")
         return transition, ctx if use_session else None, failed
+
+    def _park(
+        self, claimed: Claimed, failed: versioning.StateUpgradeFailed, started: float
+    ) -> Future[StepReport]:
+        """A failing upgrade: the row keeps its JSON and version, unfinished and out of
+        every claim (scheduled, with no time), with the error stored, until an operator
+        upgrades it with fixed code (``gen-durable upgrade-state``) or moves it."""
+        out: Future[StepReport] = Future()
+        error = versioning.error_json(failed, claimed.step)
+        log.warning("instance %s of %s parked: %s", claimed.id, claimed.fsm, failed)
+        try:
+            with self._engine.begin() as conn:
+                landed = store.upgrades.park(conn, claimed.id, claimed.lease_token, error, None)
+            out.set_result(self._report(claimed, steps.parked(claimed, error), landed, started))
+        except BaseException as exc:
+            self._inflight.remove(claimed.id)
+            out.set_exception(exc)
+        return out
 
     def _report(
         self, claimed: Claimed, decision: Transition, committed: bool, started: float

@@ -14,6 +14,7 @@ import psycopg
 from sqlalchemy import Engine
 
 from gen_durable import store
+from gen_durable.runtime.failures import log_failure
 
 log = logging.getLogger("gen_durable.runtime")
 
@@ -71,7 +72,8 @@ class Listener:
             except Exception as exc:
                 self.connected.clear()
                 failures += 1
-                log.warning("listener connection lost (%s); polling until it is back", exc)
+                then = "polling until it is back"
+                log_failure(log, logging.WARNING, "the listener's connection", exc, then)
                 self._stop.wait(min(10.0, 0.2 * 2**failures))
         self.connected.clear()
 

@@ -6,6 +6,8 @@ import logging
 import random
 import threading
 
+from gen_durable.runtime.failures import log_failure
+
 log = logging.getLogger("gen_durable.runtime")
 
 
@@ -60,7 +62,7 @@ class Service:
                 failures = 0
             except Exception as exc:  # a service must outlive database outages
                 failures += 1
-                log.warning("%s failed (%s): %s", self.name, type(exc).__name__, exc)
+                log_failure(log, logging.WARNING, self.name, exc, "trying again later")
             if more and not failures:
                 continue
             pause = self.interval * random.uniform(0.9, 1.1)

@@ -12,7 +12,7 @@ import attrs
 
 from gen_durable import events
 from gen_durable.domain import definitions as registry
-from gen_durable.domain import routing, serialization
+from gen_durable.domain import routing, serialization, versioning
 from gen_durable.domain.decide import UNROUTED, Route, Router, Transition
 from gen_durable.domain.outcomes import OUTCOME_TYPES, Done, Outcome
 from gen_durable.errors import InvalidOutcome, shown
@@ -40,6 +40,40 @@ class Claimed:
     """The trace context stored at insert (see :mod:`gen_durable.tracing`)."""
     concurrency_key: str | None = None
     """The concurrency key it holds while it runs."""
+    state_version: int = 1
+    """The version of ``state`` (upgraded on load when the class's code is newer)."""
+
+
+def loadable(cls: type[registry.Definition], claimed: Claimed) -> Claimed:
+    """The claimed row as the class's code runs it: its state upgraded to the code's
+    ``state_version`` and its step renamed through ``step_aliases``. Called only when the
+    row's version differs or its step is an alias. Raises
+    :class:`~gen_durable.domain.versioning.StateUpgradeFailed`."""
+    step = versioning.resolve_step(cls, claimed.step) or claimed.step
+    if claimed.state_version == cls.state_version:
+        return attrs.evolve(claimed, step=step)
+    state = versioning.upgrade(cls, claimed.state, claimed.state_version)
+    return attrs.evolve(claimed, step=step, state=state)
+
+
+def parked(claimed: Claimed, error: JSON) -> Transition:
+    """The report's record of a row parked by a failing upgrade (written by
+    :func:`gen_durable.store.upgrades.park`, not by the grouped commit)."""
+    return Transition(
+        instance_id=claimed.id,
+        lease_token=claimed.lease_token,
+        version=claimed.version,
+        kind="error",
+        status="scheduled",
+        step=claimed.step,
+        state=None,
+        error=error,
+        reset_attempt=False,
+        give_back_attempt=True,
+        fsm=claimed.fsm,
+        from_step=claimed.step,
+        attempt=claimed.attempt,
+    )
 
 
 @attrs.frozen

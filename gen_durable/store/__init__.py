@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from gen_durable.store import (
     audit,
+    bulk,
     children,
     concurrency,
     cron,
+    fleet,
     history,
     inserts,
     instances,
@@ -26,13 +28,16 @@ from gen_durable.store import (
     ratelimits,
     signals,
     transitions,
+    upgrades,
 )
 
 __all__ = [
     "audit",
+    "bulk",
     "children",
     "concurrency",
     "cron",
+    "fleet",
     "history",
     "inserts",
     "instances",
@@ -44,4 +49,5 @@ __all__ = [
     "ratelimits",
     "signals",
     "transitions",
+    "upgrades",
 ]

@@ -80,6 +80,8 @@ class LiveNode(NamedTuple):
     fsms: list[str]
     """The registry names of the classes it knows."""
     heartbeat_at: datetime
+    known: Any = None
+    """Per class, the state versions and steps its code knows (None: not recorded)."""
 
 
 _LIVE_NODES = (

@@ -12,13 +12,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, func, insert, literal, select
 
 from gen_durable.domain.decide import Transition
+from gen_durable.domain.serialization import storable_text
 from gen_durable.store import models
-from gen_durable.store._common import NOW, param, run, unnest_params
+from gen_durable.store._common import NOW, I, param, run, unnest_params
 
 H = models.history
+R = models.reruns
+
 
 MAX_ERROR_CHARS = 8000
 """Bound on the error text of one row: its head (type, message) and the traceback's end."""
@@ -45,6 +48,7 @@ def clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 
     A traceback's end holds the innermost frames and the exception, so it keeps most.
     """
+    text = storable_text(text)
     if len(text) <= limit:
         return text
     marker = f"\n... {len(text) - limit} characters cut ...\n"
@@ -80,8 +84,11 @@ def record(
     none: no SQL).
 
     Call it in the transaction of the commit, after its fenced UPDATE: ``landed`` maps
-    the instance ids that UPDATE changed to the status each got.
+    the instance ids that UPDATE changed to the status each got. The landed transitions
+    of steps that raised also get their re-run evidence (:func:`record_reruns`): only a
+    group holding one costs that statement.
     """
+    record_reruns(conn, _raised(items, landed), now)
     rows = [x for x in items if x.history and x.instance_id in landed]
     if not rows:
         return
@@ -99,6 +106,146 @@ def record(
         "now": now,
     }
     run(conn, _RECORD, params)
+
+
+LEASE_EXPIRED = "lease_expired"
+RELEASED = "released"
+RAISED = "raised"
+
+
+class Rerun(NamedTuple):
+    """A claim that ended without its transition landing (a row of ``gd_reruns``)."""
+
+    instance_id: int
+    fsm: str
+    step: str
+    version: int
+    attempt: int
+    reason: str
+    """``lease_expired`` (the reaper took the lease back), ``released`` (at shutdown,
+    after the grace period) or ``raised`` (the step raised: a retry or a failure)."""
+    runner: str | None
+    error: str | None
+
+
+_RERUN_ROWS = unnest_params(
+    instance_id="bigint",
+    fsm="text",
+    step="text",
+    version="int",
+    attempt="int",
+    reason="text",
+    runner="text",
+    error="text",
+)
+_RERUN_COLUMNS = [c.name for c in _RERUN_ROWS.c]
+_RECORD_RERUNS = insert(R).from_select(
+    [*_RERUN_COLUMNS, "at"], select(*(_RERUN_ROWS.c[name] for name in _RERUN_COLUMNS), NOW)
+)
+
+
+def record_reruns(conn: Connection, rows: Sequence[Rerun], now: datetime | None) -> None:
+    """Write re-run evidence (one statement; none when ``rows`` is empty).
+
+    Call it in the transaction that ends the claims (the reaper's, the release's), so
+    the evidence exists exactly when the claim was ended.
+    """
+    if rows:
+        params: dict[str, Any] = {name: [getattr(r, name) for r in rows] for name in Rerun._fields}
+        run(conn, _RECORD_RERUNS, {**params, "now": now})
+
+
+_RAISED_KINDS = frozenset({"retry", "error", "fail"})
+"""A raised step's transition that re-runs it, or ends the instance (an ``on_error``
+compensation goes on like a step that returned: the run counts as done)."""
+
+
+def _raised(items: Sequence[Transition], landed: Mapping[int, Landed]) -> list[Rerun]:
+    """The landed transitions of steps that raised: each attempt ran and will not count."""
+    return [
+        Rerun(x.instance_id, x.fsm, x.from_step, x.version, x.attempt, RAISED, None, text)
+        for x in items
+        if x.instance_id in landed
+        and x.kind in _RAISED_KINDS
+        and isinstance(x.error, dict)
+        and x.error.get("traceback")
+        and (text := error_text(x.error))
+    ]
+
+
+_RELEASED = insert(R).from_select(
+    [*_RERUN_COLUMNS[:-1], "at"],
+    select(
+        I.c.id,
+        I.c.fsm,
+        I.c.step,
+        I.c.version,
+        I.c.attempt + 1,  # the release returned the attempt its claim had counted
+        literal(RELEASED),
+        param("runner", "text"),
+        NOW,
+    ).where(I.c.id == func.any(param("ids", "bigint", is_array=True))),
+)
+
+
+def record_released(
+    conn: Connection, instance_ids: Sequence[int], runner: str, now: datetime | None
+) -> None:
+    """Re-run evidence for claims ``runner`` released while their steps still ran (call
+    it in the release's transaction, after it)."""
+    if instance_ids:
+        run(conn, _RELEASED, {"ids": list(instance_ids), "runner": runner, "now": now})
+
+
+_FINAL_RERUNS = (
+    select(R.c.instance_id, func.count().label("n"))
+    .join(I, I.c.id == R.c.instance_id)
+    .where(
+        R.c.instance_id == func.any(param("ids", "bigint", is_array=True)),
+        I.c.status == "done",
+        R.c.step == I.c.step,
+        R.c.version == I.c.version - 1,  # the run that finished it, before its transition
+        R.c.reason.in_([LEASE_EXPIRED, RAISED]),  # a release gives its attempt back
+    )
+    .group_by(R.c.instance_id)
+)
+
+
+def finishing_attempts(conn: Connection, done_ids: Sequence[int]) -> dict[int, int]:
+    """The attempt that finished each done instance of ``done_ids`` (its counter starts
+    over when a transition commits): 1 plus the attempts of its last step that raised or
+    whose lease the reaper took back. One statement; none for no ids."""
+    if not done_ids:
+        return {}
+    rows = run(conn, _FINAL_RERUNS, {"ids": list(done_ids)}).all()
+    found: dict[int, int] = {row.instance_id: row.n for row in rows}
+    return {i: 1 + found.get(i, 0) for i in done_ids}
+
+
+class RerunRecord(NamedTuple):
+    """One row of ``gd_reruns``, as ``show`` reads it."""
+
+    step: str
+    version: int
+    attempt: int
+    reason: str
+    runner: str | None
+    error: str | None
+    at: datetime
+
+
+_RERUNS_OF = (
+    select(*(R.c[name] for name in RerunRecord._fields))
+    .where(R.c.instance_id == param("instance_id", "bigint"))
+    .order_by(R.c.id.desc())
+    .limit(param("limit", "int"))
+)
+
+
+def reruns_of(conn: Connection, instance_id: int, limit: int) -> list[RerunRecord]:
+    """The last ``limit`` re-runs of an instance's steps, oldest first."""
+    rows = run(conn, _RERUNS_OF, {"instance_id": instance_id, "limit": limit}).all()
+    return [RerunRecord._make(row) for row in reversed(rows)]
 
 
 class HistoryRecord(NamedTuple):

@@ -159,6 +159,7 @@ class InstanceRecord(NamedTuple):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    state_version: int
 
 
 _INSTANCE = select(*(I.c[name] for name in InstanceRecord._fields))

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, false, func, select, true, tuple_, union_all, update
+from sqlalchemy import Connection, Text, cast, false, func, select, true, tuple_, union_all, update
 
+from gen_durable.domain.versioning import SEP
 from gen_durable.store import _fast, concurrency, queues, ratelimits
 from gen_durable.store._common import NOW, I, param, run, unnest_params
 
@@ -36,6 +37,7 @@ CLAIM_COLUMNS = (
     I.c.children_from,
     I.c.concurrency_key,
     I.c.trace_context,
+    I.c.state_version,
 )
 
 _LEASED = {
@@ -56,6 +58,16 @@ _PICK = (
         I.c.status == "available",
         I.c.fsm == func.any(param("fsms", "text", is_array=True)),
         queues.NOT_PAUSED,
+        # Rolling deploys: only rows at a step, and in a state version, the runner's code
+        # knows (a NULL array: no filter, for callers that claim by hand).
+        func.coalesce(
+            I.c.fsm + SEP + I.c.step == func.any(param("steps", "text", is_array=True)), true()
+        ),
+        func.coalesce(
+            I.c.fsm + SEP + cast(I.c.state_version, Text)
+            == func.any(param("versions", "text", is_array=True)),
+            true(),
+        ),
     )
     .order_by(I.c.priority, I.c.run_at, I.c.id)
     .limit(param("limit", "int"))
@@ -115,6 +127,7 @@ def claim(
     lease_seconds: float,
     now: datetime | None,
     limit_of: ratelimits.LimitOf | None = None,
+    known: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> list[Any]:
     """Claim up to ``limit`` runnable instances of known classes.
 
@@ -135,6 +148,10 @@ def claim(
     The claim's transaction commits without waiting for its WAL flush: if the database
     crashes before the flush, the claim is lost and the row is runnable as before, and
     the step that ran meanwhile is fenced out at its commit — at-least-once either way.
+
+    ``known`` is what the runner's code knows: ``class SEP step`` for every declared
+    or aliased step and ``class SEP version`` for every state version it can load;
+    rows outside it are left for a runner that knows them (None: no such filter).
     """
     params = {
         "queue": queue,
@@ -143,6 +160,8 @@ def claim(
         "owner": owner,
         "lease": timedelta(seconds=lease_seconds),
         "now": now,
+        "steps": None if known is None else list(known[0]),
+        "versions": None if known is None else list(known[1]),
     }
     calls: list[_fast.Call] = [
         (_ASYNC_COMMIT, None),

@@ -27,6 +27,7 @@ from gen_durable.store import models
 from gen_durable.store._common import NOW, I, N, param, run
 
 H = models.history
+R = models.reruns
 
 
 # The batch is a self-read of the updated table: an alias says so (the statement guard,
@@ -73,12 +74,12 @@ def stage_due(conn: Connection, limit: int, now: datetime | None) -> list[str]:
 
 
 _HELD = I.alias("held")  # a self-read of the updated table, so an alias
-_EXPIRED = (
-    select(_HELD.c.id)
+_EXPIRED_ROWS = (
+    select(_HELD.c.id, _HELD.c.lease_owner)
     .where(_HELD.c.status == "running", _HELD.c.lease_expires_at < NOW)
     .limit(param("limit", "int"))
     .with_for_update(skip_locked=True)
-    .scalar_subquery()
+    .subquery("expired")
 )
 _EXHAUSTED = I.c.attempt >= I.c.max_attempts
 _LOST = func.jsonb_build_object(
@@ -101,7 +102,7 @@ _LOST = func.jsonb_build_object(
 )
 _REAP = (
     update(I)
-    .where(I.c.id.in_(_EXPIRED), I.c.status == "running")
+    .where(I.c.id == _EXPIRED_ROWS.c.id, I.c.status == "running")
     .values(
         status=case((_EXHAUSTED, "failed"), else_="available"),
         finished_at=case((_EXHAUSTED, NOW), else_=None),
@@ -112,15 +113,25 @@ _REAP = (
         lease_owner=None,
         lease_expires_at=None,
     )
-    .returning(I.c.id, I.c.status, I.c.queue, I.c.parent_id, I.c.concurrency_key)
+    .returning(
+        I.c.id,
+        I.c.status,
+        I.c.queue,
+        I.c.parent_id,
+        I.c.concurrency_key,
+        *(I.c.fsm, I.c.step, I.c.version, I.c.attempt),
+        _EXPIRED_ROWS.c.lease_owner,  # whose lease expired: the value before this UPDATE
+    )
 )
 
 
 def reap(conn: Connection, limit: int, now: datetime | None) -> Sequence[Row[Any]]:
     """Return expired leases: runnable again, or failed when attempts are used up.
 
-    Returns (id, status, queue, parent_id) of each reaped row. The caller counts the
-    children failed here against their parents in the same transaction
+    Returns (id, status, queue, parent_id, concurrency_key, fsm, step, version, attempt,
+    lease_owner) of each reaped row, ``lease_owner`` the runner whose lease expired. The
+    caller records the re-runs (:func:`gen_durable.store.history.record_reruns`) and
+    counts the children failed here against their parents in the same transaction
     (:func:`gen_durable.store.children.finish`).
     """
     return run(conn, _REAP, {"limit": limit, "now": now}).all()
@@ -144,7 +155,8 @@ _VICTIMS = _GARBAGE.limit(param("limit", "int")).with_for_update(skip_locked=Tru
 _GONE = delete(I).where(I.c.id.in_(_VICTIMS)).returning(I.c.id).cte("gone")
 # One statement: the history goes exactly with its instances (no foreign key to cascade).
 _GONE_HISTORY = delete(H).where(H.c.instance_id.in_(select(_GONE.c.id))).cte("history")
-_COLLECT_GARBAGE = select(func.count()).select_from(_GONE).add_cte(_GONE_HISTORY)
+_GONE_RERUNS = delete(R).where(R.c.instance_id.in_(select(_GONE.c.id))).cte("reruns")
+_COLLECT_GARBAGE = select(func.count()).select_from(_GONE).add_cte(_GONE_HISTORY, _GONE_RERUNS)
 _COUNT_GARBAGE = select(func.count()).select_from(_GARBAGE.subquery())
 
 
@@ -174,9 +186,17 @@ _NEW_NODE = pg_insert(N).values(
     started_at=NOW,
     heartbeat_at=NOW,
     supervisor=param("supervisor", "text"),
+    heartbeat_interval=param("heartbeat_interval", "float"),
+    reaper_interval=param("reaper_interval", "float"),
+    known=cast(param("known", "text"), JSONB),
 )
 _UPSERT_NODE = _NEW_NODE.on_conflict_do_update(
-    index_elements=[N.c.id], set_={"heartbeat_at": NOW, "fsms": _NEW_NODE.excluded.fsms}
+    index_elements=[N.c.id],
+    set_={
+        "heartbeat_at": NOW,
+        "fsms": _NEW_NODE.excluded.fsms,
+        "known": _NEW_NODE.excluded.known,
+    },
 )
 
 
@@ -189,9 +209,16 @@ def upsert_node(
     fsms: Sequence[str],
     now: datetime | None,
     supervisor: str | None = None,
+    *,
+    heartbeat_interval: float | None = None,
+    reaper_interval: float | None = None,
+    known: Any = None,
 ) -> None:
-    """Record (or refresh) a runner: its queues, the classes it knows and the supervisor
-    that started it (None: started on its own)."""
+    """Record (or refresh) a runner: its queues, the classes it knows, the supervisor
+    that started it (None: started on its own) and the seconds between its heartbeats and
+    its reaper's passes (what its silence and a lapsed lease are judged against); ``known``:
+    per class, the state versions and steps its code knows (``gen-durable why`` and
+    ``ls --stuck`` read it during a rolling deploy)."""
     params = {
         "id": node_id,
         "hostname": hostname,
@@ -200,6 +227,9 @@ def upsert_node(
         "fsms": list(fsms),
         "now": now,
         "supervisor": supervisor,
+        "heartbeat_interval": heartbeat_interval,
+        "reaper_interval": reaper_interval,
+        "known": None if known is None else json.dumps(known),
     }
     run(conn, _UPSERT_NODE, params)
 

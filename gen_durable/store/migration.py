@@ -146,6 +146,21 @@ def steps(current: str | None, revision: str, *, downgrade: bool = False) -> int
         return None
 
 
+def plan(current: str | None, revision: str) -> list[tuple[str, str, str]]:
+    """The revisions an upgrade from ``current`` to ``revision`` applies, oldest first:
+    (revision, phase, summary). A revision names its phase in a module attribute
+    (``phase = "contract"``: it removes what an older release may still read); one that
+    names none is an expand step (it only adds, so an older release keeps working)."""
+    try:
+        scripts = list(script_directory().iterate_revisions(revision, current or "base"))
+    except Exception:  # a relative or unknown revision: alembic will say what is wrong
+        return []
+    return [
+        (s.revision, getattr(s.module, "phase", "expand"), (s.doc or "").strip().split("\n")[0])
+        for s in reversed(scripts)
+    ]
+
+
 def _with_steps(cfg: Config, on_step: Callable[[str], None] | None) -> Config:
     if on_step is not None:
 

@@ -7,7 +7,6 @@ Lease and heartbeat columns are deliberately unindexed so that those updates are
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime
 from typing import Any, cast
@@ -32,11 +31,12 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from gen_durable.errors import ValidationError
+from gen_durable.store.schema_name import SCHEMA_TOKEN as SCHEMA_TOKEN
+from gen_durable.store.schema_name import configure_schema as configure_schema
+from gen_durable.store.schema_name import schema_name as schema_name
+from gen_durable.store.schema_name import translate_map as translate_map
+from gen_durable.store.schema_name import validate_schema_name as validate_schema_name
 from gen_durable.types import Status
-
-SCHEMA_TOKEN = "gen_durable"
-"""The schema name written in the models; translated to the configured schema."""
 
 NAMING = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -71,6 +71,10 @@ class Instance(Base):
     step: Mapped[str] = mapped_column(Text)
     state: Mapped[Any] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     version: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    state_version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    """The version of the class's state its ``state`` JSON is in (``state_version = N`` of
+    the class; 1 for a class that declares none). Not ``version``, which counts
+    transitions (migration 0014)."""
     attempt: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     max_attempts: Mapped[int] = mapped_column(Integer)
     run_at: Mapped[datetime | None] = mapped_column(TS)
@@ -225,6 +229,13 @@ class Node(Base):
     supervisor: Mapped[str | None] = mapped_column(Text)
     """The supervisor (``gen-durable run --processes N``) that started this runner; NULL
     for a runner started on its own (migration 0011)."""
+    heartbeat_interval: Mapped[float | None] = mapped_column(Float)
+    """Seconds between this runner's heartbeats (NULL: not recorded, an older runner)."""
+    reaper_interval: Mapped[float | None] = mapped_column(Float)
+    """Seconds between this runner's reaper passes (NULL: not recorded)."""
+    known: Mapped[Any | None] = mapped_column(JSONB)
+    """Per class, the state versions and steps its code knows: ``{"name": {"versions":
+    [...], "steps": [...]}}`` (NULL: an older runner; migration 0014)."""
 
 
 class RateBucket(Base):
@@ -236,6 +247,11 @@ class RateBucket(Base):
     tokens: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[datetime] = mapped_column(TS)
     debt_until: Mapped[datetime | None] = mapped_column(TS)
+    rate: Mapped[float | None] = mapped_column(Float)
+    """The limit the last claim applied: ``rate`` tokens every ``period`` seconds, at most
+    ``burst`` held (NULL until a claim of a runner that records them)."""
+    period: Mapped[float | None] = mapped_column(Float)
+    burst: Mapped[float | None] = mapped_column(Float)
 
 
 class QueueRow(Base):
@@ -308,6 +324,24 @@ class HistoryRow(Base):
     __table_args__ = (Index("ix_gd_history_instance", "instance_id", "id"),)
 
 
+class RerunRow(Base):
+    """A claim that ended without its transition landing (migration 0015 says when)."""
+
+    __tablename__ = "gd_reruns"
+    __table_args__ = (Index("ix_gd_reruns_instance", "instance_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    instance_id: Mapped[int] = mapped_column(BigInteger)
+    fsm: Mapped[str] = mapped_column(Text)
+    step: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)  # lease_expired, released or raised
+    runner: Mapped[str | None] = mapped_column(Text)  # the claim's holder, when known
+    error: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(TS, server_default=func.now())
+
+
 class AuditRow(Base):
     """An operator action (retry, cancel, pause, prune, ...): who did what, and when."""
 
@@ -331,41 +365,6 @@ queues = cast(Table, QueueRow.__table__)
 rate_buckets = cast(Table, RateBucket.__table__)
 cron_ticks = cast(Table, CronTick.__table__)
 history = cast(Table, HistoryRow.__table__)
+reruns = cast(Table, RerunRow.__table__)
 audit = cast(Table, AuditRow.__table__)
 metadata = Base.metadata
-
-_schema = SCHEMA_TOKEN
-
-
-_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,53}")
-
-
-def validate_schema_name(name: object) -> str:
-    """Return ``name`` if it can name the gen_durable schema, else raise ValidationError.
-
-    A plain identifier: a letter or ``_``, then letters, digits and ``_``, at most 54 in
-    all, so that its notification channels (``<schema>_wakeup``, ``<schema>_finished``)
-    fit PostgreSQL's 63-byte names. The name is quoted wherever it reaches SQL anyway.
-    """
-    if not isinstance(name, str) or not _SCHEMA_NAME.fullmatch(name):
-        raise ValidationError(
-            "schema must be a plain identifier (a letter or _, then letters, digits or _; "
-            f"at most 54 characters), got {name!r:.80}"
-        )
-    return name
-
-
-def configure_schema(name: str) -> None:
-    """Set the PostgreSQL schema that holds the gen_durable tables (process-wide)."""
-    global _schema
-    _schema = validate_schema_name(name)
-
-
-def schema_name() -> str:
-    """The configured schema (default ``gen_durable``)."""
-    return _schema
-
-
-def translate_map(schema: str | None = None) -> dict[str | None, str | None]:
-    """The ``schema_translate_map`` execution option for the configured schema."""
-    return {SCHEMA_TOKEN: schema or _schema}

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 from sqlalchemy import Connection, func, select
 
+from gen_durable.store import upgrades
 from gen_durable.store._common import NOW, I, run
 
 
@@ -38,6 +39,7 @@ def list_instances(
     correlation_key: str | None = None,
     before_id: int | None = None,
     limit: int = 50,
+    stuck: bool = False,
 ) -> list[ListedInstance]:
     """Instances matching every given filter, newest first, ``limit`` at a time.
 
@@ -56,6 +58,8 @@ def list_instances(
             stmt = stmt.where(column == value)
     if before_id is not None:
         stmt = stmt.where(I.c.id < before_id)
+    if stuck:  # parked by a failing upgrade, or at a step or version no live runner knows
+        stmt = stmt.where(upgrades.stuck())
     return list(map(ListedInstance._make, run(conn, stmt.order_by(I.c.id.desc()).limit(limit))))
 
 

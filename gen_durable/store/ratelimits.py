@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Row, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -21,10 +21,15 @@ from gen_durable.store._common import NOW, I, param, run, unnest_params
 
 B = models.rate_buckets
 
-_NEW = unnest_params(key="text", tokens="float")
+_LIMIT = {"rate": "float", "period": "float", "burst": "float"}
+"""The limit a bucket row records (for ``why``: its refill, told without the class)."""
+_NEW = unnest_params(key="text", tokens="float", **_LIMIT)
 _ENSURE = (
     pg_insert(B)
-    .from_select(["key", "tokens", "updated_at"], select(_NEW.c.key, _NEW.c.tokens, NOW))
+    .from_select(
+        ["key", "tokens", "updated_at", *_LIMIT],
+        select(_NEW.c.key, _NEW.c.tokens, NOW, *(_NEW.c[name] for name in _LIMIT)),
+    )
     .on_conflict_do_nothing(index_elements=[B.c.key])
 )
 _LOCK = (
@@ -33,14 +38,19 @@ _LOCK = (
     .order_by(B.c.key)
     .with_for_update()
 )
-_SAVE_T = unnest_params(key="text", tokens="float")
+_SAVE_T = unnest_params(key="text", tokens="float", **_LIMIT)
 # A claim whose transaction began before the last one that refilled the bucket (it got to
 # the lock second) is refilled by nothing; it must not wind the bucket's clock back either,
 # or the next claim is credited that stretch of time a second time.
 _SAVE = (
     update(B)
     .where(B.c.key == _SAVE_T.c.key)
-    .values(tokens=_SAVE_T.c.tokens, updated_at=func.greatest(B.c.updated_at, NOW))
+    .values(
+        tokens=_SAVE_T.c.tokens,
+        updated_at=func.greatest(B.c.updated_at, NOW),
+        # The limit as the class defines it now (a deploy may change it).
+        **{name: _SAVE_T.c[name] for name in _LIMIT},
+    )
 )
 _LATER = unnest_params(id="bigint", wait="interval")
 _DEFER = (
@@ -78,7 +88,13 @@ def admit(
     if not limits:
         return [c.id for c in candidates]
     keys = sorted(limits)
-    run(conn, _ENSURE, {"key": keys, "tokens": [limits[k].burst for k in keys], "now": now})
+    recorded = {
+        "rate": [limits[k].rate for k in keys],
+        "period": [limits[k].per for k in keys],
+        "burst": [limits[k].burst for k in keys],
+    }
+    first = {"key": keys, "tokens": [limits[k].burst for k in keys], **recorded}
+    run(conn, _ENSURE, {**first, "now": now})
     tokens: dict[str, float] = {}
     wait_debt: dict[str, float] = {}
     for b in run(conn, _LOCK, {"key": keys, "now": now}).all():
@@ -105,7 +121,7 @@ def admit(
         # back together and all but one be put back again.
         owed[key] = owed.get(key, 0.0) + weight
         later[c.id] = max(wait_debt.get(key, 0.0), wait_for(tokens[key], owed[key], limits[key]))
-    run(conn, _SAVE, {"key": keys, "tokens": [tokens[k] for k in keys], "now": now})
+    run(conn, _SAVE, {"key": keys, "tokens": [tokens[k] for k in keys], **recorded, "now": now})
     if later:
         ids = sorted(later)
         waits = [timedelta(seconds=max(later[i], 0.001)) for i in ids]
@@ -151,3 +167,30 @@ def indebt(conn: Connection, debts: Sequence[tuple[str, float]], now: datetime |
                 "now": now,
             },
         )
+
+
+class Bucket(NamedTuple):
+    """A rate-limit bucket as ``why`` reports it (the database's time as ``db_now``)."""
+
+    key: str
+    tokens: float
+    """Its tokens as of ``updated_at`` (it has refilled since)."""
+    updated_at: datetime
+    debt_until: datetime | None
+    rate: float | None
+    period: float | None
+    burst: float | None
+    """The limit its last claim applied (None: not recorded, an older runner's claim)."""
+    db_now: datetime
+
+
+_BUCKETS = (
+    select(*(B.c[name] for name in Bucket._fields[:-1]), NOW.label("db_now"))
+    .where(B.c.key == func.any(param("key", "text", is_array=True)))
+    .order_by(B.c.key)
+)
+
+
+def buckets(conn: Connection, keys: Sequence[str], now: datetime | None) -> list[Bucket]:
+    """The bucket rows of ``keys`` that exist (read without locking them)."""
+    return list(map(Bucket._make, run(conn, _BUCKETS, {"key": list(keys), "now": now})))

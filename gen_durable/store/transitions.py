@@ -61,6 +61,7 @@ _T = recordset_param(
     rekey="bool",
     concurrency_key="text",
     concurrency_limit="int",
+    state_version="int",
 )
 _FINISHED = literal(list(FINISHED), ARRAY(Text))
 _NULL = literal("null", JSONB)
@@ -99,6 +100,12 @@ _COMMIT = (
         step=_T.c.step,
         # A failure keeps the stored state; a state of JSON null comes as SQL NULL.
         state=case((_T.c.keep_state, I.c.state), else_=func.coalesce(_T.c.state, _NULL)),
+        # A state upgraded on load is written back in the code's version; a kept one
+        # keeps its own.
+        state_version=case(
+            (_T.c.keep_state, I.c.state_version),
+            else_=func.coalesce(_T.c.state_version, I.c.state_version),
+        ),
         # a retry re-runs the same step: its version (and idempotency key) stays
         version=case((_T.c.reset, I.c.version + 1), else_=I.c.version),
         attempt=case(
@@ -221,6 +228,7 @@ def _row(x: Transition, children: list[int] | None) -> str:
         "join_policy": x.join_policy,
         "children": len(x.children) if x.kind == "spawn" else None,
         "children_from": children[0] if children else None,
+        "state_version": x.state_version,
     }
     text = json.dumps(fields, ensure_ascii=False, allow_nan=False)
     return text if x.state is None else f'{text[:-1]}, "state": {x.state}}}'

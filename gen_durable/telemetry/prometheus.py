@@ -44,6 +44,7 @@ class PrometheusMetrics:
     | ``step_exceptions_total`` | counter | fsm, step, error (the exception's type) |
     | ``retries_total`` | counter | fsm, step |
     | ``reaped_total`` | counter | result (``available`` or ``failed``) |
+    | ``reruns_total`` | counter | reason (``lease_expired``, ``released`` or ``raised``) |
     | ``gc_deleted_total`` | counter | |
     | ``leader`` | gauge | role (1 while this process leads) |
     """
@@ -103,11 +104,23 @@ class PrometheusMetrics:
             namespace=ns,
             registry=reg,
         )
+        self.reruns = Counter(
+            "reruns",
+            "Steps that ran without their transition landing, so they run again (or failed).",
+            ["reason"],
+            namespace=ns,
+            registry=reg,
+        )
         self.gc_deleted = Counter(
             "gc_deleted", "Finished instances deleted by GC.", namespace=ns, registry=reg
         )
         self.leader = Gauge(
-            "leader", "1 while this process holds the role.", ["role"], namespace=ns, registry=reg
+            "leader",
+            "1 while this process holds the role.",
+            ["role"],
+            namespace=ns,
+            registry=reg,
+            multiprocess_mode="livemax",  # under a supervisor: 1 while one of its children leads
         )
 
     def __call__(self, event: Event) -> None:
@@ -135,16 +148,21 @@ class PrometheusMetrics:
     def _exception(self, event: Event) -> None:
         error = type(event["exception"]).__name__
         self.exceptions.labels(event["fsm"], event["step"], error).inc()
+        self.reruns.labels("raised").inc()
 
     def _retry(self, event: Event) -> None:
         self.retries.labels(event["fsm"], event["step"]).inc()
 
     def _reaped(self, event: Event) -> None:
         failed = len(event["failed_ids"])
+        self.reruns.labels("lease_expired").inc(event["count"])
         if event["count"] - failed:
             self.reaped.labels("available").inc(event["count"] - failed)
         if failed:
             self.reaped.labels("failed").inc(failed)
+
+    def _release(self, event: Event) -> None:
+        self.reruns.labels("released").inc(event["count"])
 
     def _gc(self, event: Event) -> None:
         self.gc_deleted.inc(event["deleted"])
@@ -160,6 +178,7 @@ class PrometheusMetrics:
         "step.exception": _exception,
         "retry": _retry,
         "reaper.rescue": _reaped,
+        "release": _release,
         "gc": _gc,
         "leadership": _leadership,
     }

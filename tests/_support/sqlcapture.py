@@ -32,9 +32,12 @@ _PLUMBING = {"gen_durable.store._common", "gen_durable.store._fast"}
 
 
 def modules() -> Iterator[Any]:
-    """Every module of gen_durable but the migrations (importing their env runs alembic)."""
+    """Every module of gen_durable but the migrations (importing their env runs alembic)
+    and the framework integrations (they import only in a configured project, and build
+    no statement: they run the client API's)."""
+    skipped = ("gen_durable.store.migrations", "gen_durable.__main__", "gen_durable.contrib")
     for info in pkgutil.walk_packages(gen_durable.__path__, "gen_durable."):
-        if not info.name.startswith(("gen_durable.store.migrations", "gen_durable.__main__")):
+        if not info.name.startswith(skipped):
             yield importlib.import_module(info.name)
 
 

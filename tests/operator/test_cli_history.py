@@ -88,8 +88,8 @@ def test_graph_draws_what_the_recorded_runs_did(engine: Engine, db_url: str) -> 
         ("publish", "publish", "retry"): 1,
         ("publish", None, "done"): approved,
     }
-    missing = gd(db_url, "graph", "cli_history.Nothing")
-    assert missing.exit_code == 1 and "no history is recorded" in missing.output
+    missing = gd(db_url, "graph", "cli_history.Nothing")  # no instance, no runner knows it
+    assert missing.exit_code == 1 and "unknown class 'cli_history.Nothing'" in missing.output
 
 
 def test_mermaid_aliases_names_it_cannot_draw_as_they_are() -> None:
@@ -168,7 +168,7 @@ def test_prune_deletes_in_batches_with_one_audit_row_and_a_progress_bar(
 ) -> None:
     run_reviews(engine, [True, False, True], flaky=0)
     (live,) = run_reviews_live(engine)
-    monkeypatch.setattr("gen_durable.cli.instances.interactive", lambda: True)
+    monkeypatch.setattr("gen_durable.cli.actions.interactive", lambda: True)
     out = ok(gd(db_url, "prune", "--older-than", "0", "--batch", "2", "--actor", "ops"))
     assert "pruning" in out and out.strip().endswith("pruned 3 finished instance(s)")
     (row,) = json.loads(ok(gd(db_url, "audit", "--json", "--action", "prune")))
@@ -197,7 +197,8 @@ def test_migrate_shows_a_progress_bar_on_a_terminal(
     migration.upgrade_bind(engine, "0007", on_step=applied.append)
     assert applied == ["0006", "0007"]
     up = ok(gd(db_url, "migrate"))
-    assert "migrating" in up and up.strip().endswith(f"0007 -> {head}")
+    assert "migrating" in up and f": 0007 -> {head}\n" in up
+    assert "\n  0008 (expand): " in up  # each revision applied, with its phase
     assert migration.steps("0005", "0007") == 2
     assert migration.steps("0007", "0005", downgrade=True) == 2
     assert migration.steps("0005", "-1") is None

@@ -297,6 +297,7 @@ def test_every_event_has_a_description_and_a_level() -> None:
         "step.exception",
         "retry",
         "reaper.rescue",
+        "release",
         "gc",
         "leadership",
     }

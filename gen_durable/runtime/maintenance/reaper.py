@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from gen_durable import events, faults, store
 from gen_durable.runtime.service import Service
+from gen_durable.store.history import LEASE_EXPIRED, Rerun
 
 log = logging.getLogger("gen_durable.runtime")
 
@@ -39,6 +40,12 @@ class Reaper(Service):
         """Reap one batch; True when it was full."""
         with self._engine.begin() as conn:
             rows = store.maintenance.reap(conn, self._batch, None)
+            # The steps whose leases lapsed ran (at least in part): say so where `show` looks.
+            reruns = [
+                Rerun(r.id, r.fsm, r.step, r.version, r.attempt, LEASE_EXPIRED, r.lease_owner, None)
+                for r in rows
+            ]
+            store.history.record_reruns(conn, reruns, None)
             if faults.active is not None and rows:
                 faults.hit("reaper", conn)
             # A child failed here is counted against its parent in the same transaction.

@@ -1,0 +1,1 @@
+"""The shop's app: orders and their checkout flows."""

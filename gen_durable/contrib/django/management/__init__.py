@@ -1,0 +1,1 @@
+"""``manage.py gen_durable_migrate`` and ``manage.py gen_durable_run``."""

@@ -1,0 +1,1 @@
+"""The management commands: each forwards to the ``gen-durable`` command line."""
