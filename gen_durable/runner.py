@@ -174,13 +174,14 @@ class Runner:
             for name, concurrency in self.queues.items()
         }
         self.heartbeat = Heartbeat(engine, self.inflight, self.node_id, lease, heartbeat)
-        self.scheduler = Scheduler(engine, self._wake, poll_interval)
+        self.scheduler = Scheduler(engine, self._wake, poll_interval, history=history)
         self.reaper = Reaper(
             engine,
             self._wake,
             reaper_interval if reaper_interval is not None else max(lease / 4, 0.2),
             node_ttl=max(10 * lease, 60.0),
             on_failed=self.notifier.add_finished,
+            history=history,
         )
         self.gc = GarbageCollector(engine, gc_retention, gc_interval)
         self.listener = (

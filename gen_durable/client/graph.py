@@ -16,7 +16,13 @@ from gen_durable.client.targets import Bind, connection
 from gen_durable.domain import registry, serialization
 from gen_durable.store import dashboard as sql
 
-__all__ = ["FsmGraph", "GraphEdge", "edges", "fsm_graph"]
+__all__ = ["OUTSIDE_KINDS", "FsmGraph", "GraphEdge", "edges", "fsm_graph"]
+
+OUTSIDE_KINDS = frozenset(
+    {store.history.TIMEOUT, store.history.LEASE_EXPIRED, store.history.OUTSIDE_CANCEL}
+)
+"""The kinds of transitions no step made: a timer that fired, a lease the reaper took
+back on the last attempt, a cancel from outside."""
 
 
 @attrs.frozen
@@ -28,6 +34,11 @@ class GraphEdge:
     target: str | None
     kind: str
     count: int
+
+    @property
+    def outside(self) -> bool:
+        """True when no step made it (:data:`OUTSIDE_KINDS`): drawn dashed."""
+        return self.kind in OUTSIDE_KINDS
 
 
 def edges(bind: Bind, fsm: str) -> list[GraphEdge]:

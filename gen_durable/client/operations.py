@@ -13,8 +13,9 @@ from sqlalchemy.exc import IntegrityError
 
 from gen_durable import store
 from gen_durable.client.targets import Bind, check_actor, check_target, connection, not_found
-from gen_durable.domain import serialization
+from gen_durable.domain import registry, serialization
 from gen_durable.errors import DuplicateInstance, InvalidTransition, NotFound, ValidationError
+from gen_durable.store.history import OUTSIDE_CANCEL
 from gen_durable.types import InstanceSnapshot, SignalInfo, Status
 
 __all__ = ["cancel", "get", "pause_queue", "resume_queue", "retry", "set_queue_limit"]
@@ -34,7 +35,8 @@ def cancel(
     A running step's lease is revoked at once: its commit is fenced out and what it
     wrote through ``ctx.session`` rolls back. A cancelled child counts as finished for
     its parent's join. A cancel that took effect is recorded in the audit table, with
-    ``actor`` (None when not given).
+    ``actor`` (None when not given), and in the transition history (kind
+    ``outside_cancel``) when the instance's class keeps every transition.
     """
     target = check_target(target)
     if not isinstance(reason, str):
@@ -62,6 +64,8 @@ def cancel(
     gone = list(store.children.cancel_descendants(conn, [row.id], note, now))
     if store.instances.cancel(conn, row.id, error, now) is None:
         return False
+    outside = store.history.Outside(row.id, OUTSIDE_CANCEL, None, _records_all(row.fsm))
+    store.history.record_outside(conn, [outside], now)
     gone.extend(store.children.cancel_descendants(conn, [row.id], note, now))
     if row.parent_id is not None:
         woken, siblings = store.children.finish(conn, [(row.parent_id, row.id, False)], now)
@@ -76,6 +80,14 @@ def cancel(
         conn, "cancel", target=target, instance_id=row.id, actor=actor, details=details, now=now
     )
     return True
+
+
+def _records_all(fsm: str) -> bool | None:
+    """Whether the class keeps every transition in its history; None when this process
+    cannot tell (not registered, or no ``history`` option of its own: the Runner's
+    default decides, which only the instance's existing rows show)."""
+    mode = getattr(registry.lookup(fsm), "history", None)
+    return None if mode is None else mode == "all"
 
 
 def retry(

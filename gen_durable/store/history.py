@@ -12,12 +12,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import Connection, func, insert, literal, select
+from sqlalchemy import Connection, case, func, insert, literal, select
 
 from gen_durable.domain.decide import Transition
 from gen_durable.domain.serialization import storable_text
 from gen_durable.store import models
-from gen_durable.store._common import NOW, I, param, run, unnest_params
+from gen_durable.store._common import FINISHED, NOW, I, param, run, unnest_params
 
 H = models.history
 R = models.reruns
@@ -195,6 +195,77 @@ def record_released(
     it in the release's transaction, after it)."""
     if instance_ids:
         run(conn, _RELEASED, {"ids": list(instance_ids), "runner": runner, "now": now})
+
+
+TIMEOUT = "timeout"
+OUTSIDE_CANCEL = "outside_cancel"
+FAILING_KINDS = frozenset({"retry", "error", "fail", LEASE_EXPIRED})
+"""The kinds ``history = "errors"`` keeps (and a step that raised, whatever its kind)."""
+
+
+class Outside(NamedTuple):
+    """A transition no step made: a timer that fired, a lease the reaper took back on the
+    last attempt, a cancel from outside."""
+
+    instance_id: int
+    kind: str
+    """``timeout``, ``lease_expired`` or ``outside_cancel``."""
+    from_step: str | None
+    """The step before (a timeout: the one it would have resumed at); None: the row's."""
+    recorded: bool | None
+    """Whether its class records it; None: only if its instance already has a row that
+    only ``history = "all"`` writes (the caller does not know the class's setting)."""
+
+
+_OUTSIDE = unnest_params(instance_id="bigint", kind="text", from_step="text", recorded="bool")
+_AWAITED_FROM = (  # a timeout leaves the step that awaited: its await's row says which
+    select(H.c.from_step)
+    .where(
+        H.c.instance_id == I.c.id,
+        H.c.version == I.c.version - 1,
+        H.c.kind == "await",
+        _OUTSIDE.c.kind == TIMEOUT,
+    )
+    .order_by(H.c.id.desc())
+    .limit(1)
+    .scalar_subquery()
+)
+# A row without an error: only ``history = "all"`` writes one ("errors" keeps raised
+# steps and Fails, each with its error).
+_KEPT_ALL = select(H.c.id).where(H.c.instance_id == I.c.id, H.c.error.is_(None)).exists()
+_ENDED = I.c.status.in_(FINISHED)
+_RECORD_OUTSIDE = insert(H).from_select(
+    [*_COLUMNS, "at"],
+    select(
+        I.c.id,
+        I.c.fsm,
+        I.c.version,
+        I.c.attempt,
+        func.coalesce(_AWAITED_FROM, _OUTSIDE.c.from_step, I.c.step),
+        case((_ENDED, None), else_=I.c.step),
+        _OUTSIDE.c.kind,
+        I.c.status,
+        literal(0.0),  # no step ran
+        case((_ENDED, func.concat(I.c.error["type"].astext, ": ", I.c.error["message"].astext))),
+        NOW,
+    )
+    .join(I, I.c.id == _OUTSIDE.c.instance_id)
+    .where(func.coalesce(_OUTSIDE.c.recorded, _KEPT_ALL)),
+)
+
+
+def record_outside(conn: Connection, rows: Sequence[Outside], now: datetime | None) -> None:
+    """Write the history rows of transitions no step made (one statement; none when no
+    row is recorded), from each instance's row as it is now.
+
+    Call it in the transaction that made them, after the statement that did.
+    """
+    rows = [r for r in rows if r.recorded is not False]
+    if rows:
+        params: dict[str, Any] = {
+            name: [getattr(r, name) for r in rows] for name in Outside._fields
+        }
+        run(conn, _RECORD_OUTSIDE, {**params, "now": now})
 
 
 _FINAL_RERUNS = (

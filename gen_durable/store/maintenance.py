@@ -30,27 +30,23 @@ H = models.history
 R = models.reruns
 
 
-# The batch is a self-read of the updated table: an alias says so (the statement guard,
-# tests/store/test_statement_guard.py, refuses a bare one).
-_PENDING = I.alias("pending")
 _DUE = (
-    select(_PENDING.c.id)
+    select(I.c.id, (I.c.status == "awaiting").label("timed_out"), I.c.step)
     .where(
-        _PENDING.c.status.in_(("scheduled", "awaiting")),
-        _PENDING.c.run_at.is_not(None),
-        _PENDING.c.run_at <= NOW,
+        I.c.status.in_(("scheduled", "awaiting")),
+        I.c.run_at.is_not(None),
+        I.c.run_at <= NOW,
     )
-    .order_by(_PENDING.c.run_at)
+    .order_by(I.c.run_at)
     .limit(param("limit", "int"))
     .with_for_update(skip_locked=True)
-    .scalar_subquery()
 )
 _TIMED_OUT = I.c.status == "awaiting"
 _STAGE_DUE = (
     update(I)
-    # ``= ANY(ARRAY(...))`` keeps primary-key lookups: an ``IN (subquery)`` of up to
-    # ``limit`` ids made the planner scan the whole table instead.
-    .where(I.c.id == func.any(func.array(_DUE)), I.c.status.in_(("scheduled", "awaiting")))
+    # The ids locked by :data:`_DUE`, as an array: primary-key lookups (an ``IN
+    # (subquery)`` or a join with the batch made the planner scan the whole table).
+    .where(I.c.id == func.any(param("ids", "bigint", is_array=True)))
     .values(
         status="available",
         step=case((_TIMED_OUT, func.coalesce(I.c.timeout_step, I.c.step)), else_=I.c.step),
@@ -58,19 +54,42 @@ _STAGE_DUE = (
         timeout_step=None,
         updated_at=NOW,
     )
-    .returning(I.c.queue)
+    .returning(I.c.id, I.c.queue, I.c.fsm)
 )
 
 
-def stage_due(conn: Connection, limit: int, now: datetime | None) -> list[str]:
+class Staged(NamedTuple):
+    """A row :func:`stage_timers` made runnable."""
+
+    queue: str
+    id: int
+    fsm: str
+    timed_out: bool
+    """An await whose timeout passed (else a scheduled row whose time came)."""
+    awaited_step: str
+    """Its step before: for a timed-out await, the step it would have resumed at."""
+
+
+def stage_timers(conn: Connection, limit: int, now: datetime | None) -> list[Staged]:
     """Make due timers runnable: scheduled rows, and awaits whose timeout passed.
 
     An await that times out resumes at its ``timeout_step`` (or its ``then`` step) with
-    an empty pack. The row lock decides the race with a signal: the signal's sender
-    flips the row to available first, or this statement does — never both. Returns the
-    queue of each staged row.
+    an empty pack. The row lock (taken by the first of its two statements; the only one
+    when nothing is due) decides the race with a signal: the signal's sender flips the
+    row to available first, or this does — never both. The caller records the timeouts
+    its history keeps (:func:`gen_durable.store.history.record_outside`) in the same
+    transaction.
     """
-    return list(run(conn, _STAGE_DUE, {"limit": limit, "now": now}).scalars())
+    due = {row.id: row for row in run(conn, _DUE, {"limit": limit, "now": now})}
+    if not due:
+        return []
+    staged = run(conn, _STAGE_DUE, {"ids": list(due), "now": now})
+    return [Staged(r.queue, r.id, r.fsm, due[r.id].timed_out, due[r.id].step) for r in staged]
+
+
+def stage_due(conn: Connection, limit: int, now: datetime | None) -> list[str]:
+    """:func:`stage_timers`, returning the queue of each staged row (no history)."""
+    return [row.queue for row in stage_timers(conn, limit, now)]
 
 
 _HELD = I.alias("held")  # a self-read of the updated table, so an alias

@@ -1,7 +1,9 @@
 """Lay out an FSM graph for SVG: layered (Sugiyama) layout by grandalf, pure Python.
 
 The start and the end are two small round nodes; self-loops (a retry, a rate-limited
-re-run) are left out of the layout and drawn as a loop on their step.
+re-run) are left out of the layout and drawn as a loop on their step; an edge only
+transitions no step made took (a timeout, a lost last lease, a cancel from outside) is
+dashed.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class Line:
     label: str
     lx: float
     ly: float
+    outside: bool = False
+    """Every transition it stands for was made by no step (a timeout, the reaper, a
+    cancel from outside): drawn dashed."""
 
 
 @attrs.frozen
@@ -91,11 +96,14 @@ def layout(graph: FsmGraph) -> Drawing:
     """Place the steps and transitions of ``graph`` (edges merged per pair of steps)."""
     pairs: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     loops: dict[str, dict[str, int]] = defaultdict(dict)
+    stepped: set[tuple[str, str]] = set()  # pairs a step's own transition took
     for e in graph.edges:
         source = START if e.source is None else e.source
         target = END if e.target is None else e.target
         bucket = loops[source] if source == target else pairs[(source, target)]
         bucket[e.kind] = bucket.get(e.kind, 0) + e.count
+        if not e.outside:
+            stepped.add((source, target))
     names = list(graph.steps)
     if not graph.edges and graph.initial is not None:
         pairs[(START, graph.initial)] = {}
@@ -153,7 +161,8 @@ def layout(graph: FsmGraph) -> Drawing:
         bend = 0.0
         if len(points) == 2 and (pair[1], pair[0]) in pairs:  # both ways: two arcs
             bend = 28.0
-        lines.append(_line(points, bend, _label(pairs[pair])))
+        line = _line(points, bend, _label(pairs[pair]))
+        lines.append(attrs.evolve(line, outside=bool(pairs[pair]) and pair not in stepped))
     width = max((n.x + n.w / 2 for n in nodes), default=0.0) + _MARGIN + 120
     height = max((n.y + n.h / 2 for n in nodes), default=0.0) + _MARGIN
     return Drawing(nodes=nodes, lines=tuple(lines), width=width, height=height)

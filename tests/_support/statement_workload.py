@@ -268,6 +268,7 @@ def _operator_reads(engine: Engine, tour: int) -> None:
         store.audit.add_count(conn, audit, "deleted", 1)
         store.audit.listing(conn, action="prune", target=str(tour), actor="guard")
         store.maintenance.count_garbage(conn, 0, None)
+        store.maintenance.stage_due(conn, 10, None)
         store.maintenance.list_nodes(conn, None)
         store.fleet.runners(conn, None)
         store.fleet.runner(conn, "guard", None)

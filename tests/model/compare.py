@@ -296,7 +296,7 @@ def check(
             "lease_expiries": sum(e.kind == "crash" for e in events),
             "signals": sum(len(e.signals) for e in events),
             "timeouts": sum(e.kind == "timeout" for e in events),
-            "cancels": sum(e.kind == "cancel" for e in events),
+            "cancels": sum(e.kind in ("cancel", "cascade") for e in events),
             "retries": sum(e.kind == "retry" for e in events),
             "mismatches": mismatches,
         },

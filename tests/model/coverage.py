@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import attrs
+
 from model.compare import Case
 
 RULES = (
@@ -23,6 +25,8 @@ RULES = (
     "commit:done",
     "commit:fail",
     "commit:cancel",
+    "commit:timeout",
+    "commit:outside_cancel",
     "pack:any",
     "pack:all",
     "pack:limit",
@@ -90,9 +94,18 @@ def count(cases: dict[int, Case], plans: list[dict[str, Any]]) -> Counter[str]:
     return found
 
 
+NO_STEP = ("timeout", "lease_expired", "outside_cancel")
+"""Kinds of the history rows no run committed."""
+
+
 def _packs(case: Case, found: Counter[str]) -> None:
     """Packs: built (any, all, cut by limit), kept on re-runs, empty after a timeout."""
-    t, events = case.trail, case.observed.events
+    t = case.trail
+    # Each event's anchor, counted like ``h`` below: in the transitions its runs committed.
+    events = [
+        attrs.evolve(e, h=e.h - sum(c.kind in NO_STEP for c in t.commits[: e.h]))
+        for e in case.observed.events
+    ]
     first: dict[int, int] = {}  # version -> transitions committed before its first claim
     h = 0
     for run in t.runs:

@@ -47,7 +47,8 @@ class _Evidence:
     SQL = (
         "INSERT INTO model_runs (instance_id, version, attempt, step, pack, children, pid) "
         "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING (SELECT count(*) FROM "
-        "gen_durable.gd_history h WHERE h.instance_id = %s AND h.version = %s)"
+        "gen_durable.gd_history h WHERE h.instance_id = %s AND h.version = %s "
+        "AND h.kind NOT IN ('timeout', 'lease_expired', 'outside_cancel'))"
     )
 
     def __init__(self) -> None:

@@ -36,10 +36,17 @@ code the engine runs) with a :class:`Ctx` and applies DESIGN.md §2 and §5 and 
   anything else raises :class:`Unpredictable`. That is the one constraint the workload
   must obey; every other result is computed exactly.
 - **From outside.** ``cancel`` finishes the instance (a running step's commit is fenced
-  out); ``retry`` of a failed or cancelled one re-runs the step it ended at with attempts
+  out); ``cascade`` is the same cancel made by an ancestor's or by ``cancel_rest``;
+  ``retry`` of a failed or cancelled one re-runs the step it ended at with attempts
   reset. After a cancel that is the step it would have run next, with an empty pack — also
   when the cancel caught a step that had a pack running or backing off (the engine clears
   what it awaited; the docs only speak of a cancel while it waited).
+
+- **History without a step.** A fired timer commits ``timeout`` (from the step that
+  awaited to the one it resumes at), a lost lease on the last attempt ``lease_expired``
+  and a cancel from outside ``outside_cancel`` (not a cascade), each at the instance's
+  version and attempt then, so that the history holds every transition; none counts
+  toward ``ctx.prior``.
 
 Events are what was observed under the instance's row lock: ``h``, the transitions
 committed so far, and the status then. Before applying one, the model runs until it has
@@ -117,6 +124,7 @@ class _Machine:
         self.attempt = self.h = self.prior = 0
         self.parked: Await | Spawn | None = None
         self.names: Await | None = None  # the Await the current step resumes from
+        self.awaiter = ""  # the step that committed the last Await
         self.pack: tuple[Sig, ...] | None = None
         self.pending: list[Sig] = []
         self.keys: dict[str, int] = {}
@@ -164,7 +172,8 @@ class _Machine:
     def on_crash(self, e: Event) -> None:
         self.t.runs[-1] = attrs.evolve(self.t.runs[-1], end="crash")
         if self.attempt >= self.t_max:
-            self.t.status, self.t.error = "failed", "LeaseExpired"
+            self.commit("lease_expired", None, "failed")
+            self.t.error = "LeaseExpired"
         else:
             self.t.status = "available"
 
@@ -173,9 +182,14 @@ class _Machine:
         if not isinstance(wait, Await) or wait.timeout is None or self._satisfied():
             raise Diverged(f"a timeout fired at h={self.h}, parked on {wait}")
         self.t.step = wait.on_timeout or wait.then
-        self.t.status, self.parked, self.names, self.pack = "available", None, None, None
+        self.commit_from(self.awaiter, "timeout", self.t.step, "available")
+        self.parked, self.names, self.pack = None, None, None
 
     def on_cancel(self, e: Event) -> None:
+        self.on_cascade(e)
+        self.commit("outside_cancel", None, "cancelled")
+
+    def on_cascade(self, e: Event) -> None:
         if self.t.status == "running":
             self.t.runs[-1] = attrs.evolve(self.t.runs[-1], end="abort")
         if isinstance(self.parked, Spawn):  # its unfinished descendants are cancelled with it
@@ -271,8 +285,11 @@ class _Machine:
         self.t.error = self.t.error if error else None
 
     def commit(self, kind: str, to: str | None, status: str) -> None:
+        self.commit_from(self.t.step, kind, to, status)
+
+    def commit_from(self, step: str, kind: str, to: str | None, status: str) -> None:
         to = None if status in FINISHED else to
-        self.t.commits.append(Commit(self.t.version, self.attempt, self.t.step, kind, to, status))
+        self.t.commits.append(Commit(self.t.version, self.attempt, step, kind, to, status))
         self.t.status = status
         self.h += 1
 
@@ -282,6 +299,7 @@ class _Machine:
         self.t.state = _json(state if getattr(out, "state", KEEP) is KEEP else out.state)
         to, status, kind = out_step(out), out_status(out), type(out).__name__.lower()
         self.commit(kind, to, status)
+        self.awaiter = self.t.step if isinstance(out, Await) else self.awaiter
         for sig in self.pack or ():
             self.t.consumed[sig.id] = version + 1
             self.pending.remove(sig)

@@ -12,8 +12,10 @@ Evidence tables (created by :func:`prepare`):
   - ``send``: written by the driver in the transaction that sent the signals (``detail``:
     [id, name, idempotency key, duplicate] each), after locking the row;
   - ``crash`` (the reaper took back an expired lease), ``timeout`` (an await's timer
-    fired), ``cancel`` (from outside, by an ancestor or by ``cancel_rest``) and ``retry``
-    (from outside): written by a trigger on ``gd_instances`` inside that UPDATE.
+    fired), ``cancel`` (the driver's, from outside), ``cascade`` (a cancel by an
+    ancestor or by ``cancel_rest``) and ``retry`` (from outside): written by a trigger on
+    ``gd_instances`` inside that UPDATE, so ``h`` does not count the history row the same
+    transaction writes after it (a timeout, a lost last lease, a cancel from outside).
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ BEGIN
        AND NEW.error->>'type' = 'LeaseExpired' AND NEW.error IS DISTINCT FROM OLD.error THEN
         kind := 'crash';
     ELSIF NEW.status = 'cancelled' AND NEW.version = OLD.version THEN
-        kind := 'cancel';
+        -- the driver's own cancels; an ancestor's or cancel_rest's say why in the error
+        kind := CASE WHEN NEW.error->>'message' = 'from outside' THEN 'cancel'
+                     ELSE 'cascade' END;
     ELSIF OLD.finished_at IS NOT NULL AND NEW.finished_at IS NULL THEN
         kind := 'retry';
     ELSIF OLD.status = 'awaiting' AND OLD.await_names IS NOT NULL

@@ -29,7 +29,7 @@ class Sig:
 @attrs.frozen
 class Event:
     kind: str
-    """``send``, ``crash``, ``timeout``, ``cancel`` or ``retry``."""
+    """``send``, ``crash``, ``timeout``, ``cancel``, ``cascade`` or ``retry``."""
     h: int
     status: str
     signals: tuple[Sig, ...] = ()

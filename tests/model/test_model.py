@@ -156,8 +156,10 @@ def test_a_retry_from_outside_reruns_the_failed_step_with_its_pack_and_fresh_att
 def test_a_timeout_resumes_at_on_timeout_or_then_with_an_empty_pack() -> None:
     trail = waiter("a", timeout=1, on_timeout="late", events=[at("timeout", 1, "awaiting")])
     assert (trail.runs[1].step, trail.runs[1].pack, trail.result["step"]) == ("late", (), "late")
+    assert trail.commits[1] == Commit(1, 0, "wait", "timeout", "late", "available")
     plain = waiter("a", timeout=1, events=[at("timeout", 1, "awaiting")])
     assert plain.result == {"step": "got", "packs": [[]]}
+    assert plain.commits[1] == Commit(1, 0, "wait", "timeout", "got", "available")
 
 
 def test_a_pending_signal_wins_over_the_timeout() -> None:
@@ -183,16 +185,18 @@ def test_a_crash_uses_the_attempt_and_the_rerun_gets_the_same_pack() -> None:
 def test_a_crash_on_the_last_attempt_fails_without_on_error() -> None:
     crashes = [at("crash", 1, "running") for _ in range(3)]
     trail = waiter("a", compensate=True, events=[send(0, "available", (1, "a")), *crashes])
-    assert (trail.status, trail.error, len(trail.commits)) == ("failed", "LeaseExpired", 1)
+    assert (trail.status, trail.error, len(trail.commits)) == ("failed", "LeaseExpired", 2)
+    assert trail.commits[-1] == Commit(1, 3, "got", "lease_expired", None, "failed")
 
 
 def test_cancel_while_parked_then_retry_runs_then_with_an_empty_pack() -> None:
     events = [
         at("cancel", 1, "awaiting"),
-        send(1, "cancelled", (5, "a")),
-        at("retry", 1, "cancelled"),
+        send(2, "cancelled", (5, "a")),
+        at("retry", 2, "cancelled"),
     ]
     trail = waiter("a", events=events)
+    assert trail.commits[1] == Commit(1, 0, "got", "outside_cancel", None, "cancelled")
     assert [(r.step, r.pack, r.attempt) for r in trail.runs] == [("wait", (), 1), ("got", (), 1)]
     assert trail.stored == {5: "a"} and trail.consumed == {}  # a leftover
 
@@ -200,7 +204,10 @@ def test_cancel_while_parked_then_retry_runs_then_with_an_empty_pack() -> None:
 def test_cancel_while_running_fences_the_step_out() -> None:
     trail = waiter("a", events=[send(0, "available", (1, "a")), at("cancel", 1, "running")])
     assert trail.runs[-1].end == "abort"
-    assert (trail.status, len(trail.commits), trail.consumed) == ("cancelled", 1, {})
+    assert (trail.status, len(trail.commits), trail.consumed) == ("cancelled", 2, {})
+    assert trail.commits[-1] == Commit(1, 1, "got", "outside_cancel", None, "cancelled")
+    cascade = waiter("a", events=[send(0, "available", (1, "a")), at("cascade", 1, "running")])
+    assert (cascade.status, len(cascade.commits)) == ("cancelled", 1)  # no row of its own
 
 
 def test_a_repeated_idempotency_key_is_stored_once() -> None:
@@ -268,7 +275,7 @@ def test_fail_fast_and_cancel_rest_resume_at_the_failure() -> None:
 
 def test_cancelling_a_parent_parked_on_its_children_then_retrying_it() -> None:
     gone = ChildOutcome("cancelled", None, "Cancel")
-    events = [at("cancel", 1, "awaiting"), at("retry", 1, "cancelled")]
+    events = [at("cancel", 1, "awaiting"), at("retry", 2, "cancelled")]
     trail = parent("wait", [gone, ChildOutcome("done", 2)], events)
     assert trail.result == [["cancelled", None], ["done", 2]]
 

@@ -8,14 +8,20 @@ from collections.abc import Callable, Iterable
 from sqlalchemy import Engine
 
 from gen_durable import events, faults, store
+from gen_durable.domain.options import HistoryMode
+from gen_durable.runtime.maintenance import records
 from gen_durable.runtime.service import Service
-from gen_durable.store.history import LEASE_EXPIRED, Rerun
+from gen_durable.store.history import LEASE_EXPIRED, Outside, Rerun
 
 log = logging.getLogger("gen_durable.runtime")
 
 
 class Reaper(Service):
-    """Every ``interval`` seconds, reap expired leases and prune silent nodes."""
+    """Every ``interval`` seconds, reap expired leases and prune silent nodes.
+
+    An instance failed here (its last attempt's lease lapsed) gets its history row (kind
+    ``lease_expired``) when its class records errors (``history``: the Runner's default).
+    """
 
     name = "reaper"
 
@@ -27,6 +33,7 @@ class Reaper(Service):
         node_ttl: float,
         on_failed: Callable[[list[int]], None] | None = None,
         batch: int = 500,
+        history: HistoryMode = "none",
     ) -> None:
         super().__init__(interval)
         self._engine = engine
@@ -34,6 +41,7 @@ class Reaper(Service):
         self._node_ttl = node_ttl
         self._on_failed = on_failed
         self._batch = batch
+        self._history = history
         self.reaped_total = 0
 
     def run_once(self) -> bool:
@@ -46,6 +54,12 @@ class Reaper(Service):
                 for r in rows
             ]
             store.history.record_reruns(conn, reruns, None)
+            lost = [
+                Outside(r.id, LEASE_EXPIRED, None, True)
+                for r in rows
+                if r.status == "failed" and records(r.fsm, LEASE_EXPIRED, self._history)
+            ]
+            store.history.record_outside(conn, lost, None)
             if faults.active is not None and rows:
                 faults.hit("reaper", conn)
             # A child failed here is counted against its parent in the same transaction.
