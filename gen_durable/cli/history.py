@@ -27,8 +27,10 @@ def graph(dsn: str | None, fsm: str, as_json: bool) -> None:
     """Draw the transitions recorded for CLASS (registry name) as a Mermaid state diagram.
 
     Built from the history table: each edge is a transition that happened, with how many
-    times it did; ``[*]`` is where instances started and where they finished. Only
-    classes whose history is recorded (``history = "all"`` or ``"errors"``) have one.
+    times it did; ``[*]`` is where instances started and where they finished. Edges no
+    step made are labelled with their kind: an await's ``timeout``, the reaper's
+    ``lease_expired``, an ``outside_cancel``. Only classes whose history is recorded
+    (``history = "all"`` or ``"errors"``) have one.
     """
     with open_engine(dsn) as engine, engine.connect() as conn:
         found = client_graph.edges(conn, fsm)

@@ -58,6 +58,12 @@ DOCUMENTED: dict[str, tuple[str, ...]] = {
     "gen_durable.telemetry.prometheus": (),
     "gen_durable.devserver": ("ENV_DSN", "to_sqlalchemy_url", "database_url"),
     "gen_durable.pytest_plugin": (),
+    "gen_durable.web": ("create_app", "create_blueprint", "read_only", "loopback_only"),
+    "gen_durable.contrib.django": (
+        "connection", "insert", "insert_all", "signal", "cancel", "retry", "get"
+    ),
+    "gen_durable.client.fleet": ("workers", "queues"),
+    "gen_durable.client.bulk": ("BulkFilter", "bulk_preview", "bulk_start", "bulk_step"),
     "gen_durable.cli": ("main",),
 }
 
