@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_runs import note_browser
 from flask import Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
@@ -72,6 +73,7 @@ class AsUser:
 def browser() -> Iterator[Browser]:
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        note_browser(chromium.version)
         yield chromium
         chromium.close()
 
