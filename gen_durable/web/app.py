@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 from flask import Blueprint, Flask, Response, g, render_template, request, url_for
+from flask.sansio.app import App
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
@@ -159,7 +160,18 @@ def create_blueprint(
     views.register(bp, dash)
     actions.register(bp, dash)
     bulk.register(bp, dash, bulk_batch)
+    bp.record_once(lambda state: _compile_templates(state.app))  # last: filters are in
     return bp
+
+
+def _compile_templates(app: App) -> None:
+    """Compile the dashboard's templates once, where it is mounted, rather than on the
+    first requests: a threaded server's first requests would compile them in several
+    threads at once, which CPython 3.11 before 3.11.8 can fail ("AST constructor recursion
+    depth mismatch"); and no request pays for a compile."""
+    env = app.jinja_env
+    for name in env.list_templates(filter_func=lambda name: name.startswith("gen_durable/")):
+        env.get_template(name)
 
 
 def create_app(

@@ -304,3 +304,23 @@ def test_an_unreachable_database_is_a_503_page() -> None:
     dead = create_engine(f"postgresql+psycopg://nobody@127.0.0.1:{port}/none")
     response = create_app(dead).test_client().get("/")
     assert response.status_code == 503 and "Database unavailable" in response.text
+
+
+def test_no_request_compiles_a_template(world: Population, engine: Engine) -> None:
+    # Compiled once where the dashboard is mounted: a threaded server's first requests
+    # would otherwise compile in several threads at once (CPython 3.11 < 3.11.8 can fail).
+    app: Flask = create_app(engine, authorize=allow_all)
+    compiled: list[str | None] = []
+    original = app.jinja_env.compile
+
+    def compile_(source: Any, name: str | None = None, *args: Any, **kwargs: Any) -> Any:
+        compiled.append(name)
+        return original(source, name, *args, **kwargs)
+
+    app.jinja_env.compile = compile_  # type: ignore[method-assign]
+    client = app.test_client()
+    pages = ["/", "/instances", "/workers", "/fsm", f"/fsm/{Order.name}", "/nowhere"]
+    pages += [f"/instances/{world.awaiting}", "/instances/999999999"]
+    for path in pages:
+        assert client.get(path).status_code in (200, 404), path
+    assert compiled == []
