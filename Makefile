@@ -37,8 +37,12 @@ lint: venv
 typecheck: venv
 	$(MYPY)
 
+# PYTHONNODEBUGRANGES: CPython 3.11's tracebacks compute their ^^^ markers with ast.parse,
+# and its AST constructor keeps one depth counter for all threads; worker threads formatting
+# the tracebacks of failing steps beside another thread's ast.parse (werkzeug's routing,
+# pytest's own) failed a run once with "AST constructor recursion depth mismatch".
 pytest: venv
-	$(PYTEST) -q -m "not slow" $(PYTEST_ARGS)
+	PYTHONNODEBUGRANGES=1 $(PYTEST) -q -m "not slow" $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import Connection, case, func, insert, literal, select
+from sqlalchemy import Connection, Select, Table, case, func, insert, literal, select
 
 from gen_durable.domain.decide import Transition
 from gen_durable.domain.serialization import storable_text
@@ -305,12 +305,17 @@ class RerunRecord(NamedTuple):
     at: datetime
 
 
-_RERUNS_OF = (
-    select(*(R.c[name] for name in RerunRecord._fields))
-    .where(R.c.instance_id == param("instance_id", "bigint"))
-    .order_by(R.c.id.desc())
-    .limit(param("limit", "int"))
-)
+def _latest_of_instance(table: Table, fields: Sequence[str]) -> Select[Any]:
+    """The newest ``:limit`` rows of ``table`` for ``:instance_id`` (newest first)."""
+    return (
+        select(*(table.c[name] for name in fields))
+        .where(table.c.instance_id == param("instance_id", "bigint"))
+        .order_by(table.c.id.desc())
+        .limit(param("limit", "int"))
+    )
+
+
+_RERUNS_OF = _latest_of_instance(R, RerunRecord._fields)
 
 
 def reruns_of(conn: Connection, instance_id: int, limit: int) -> list[RerunRecord]:
@@ -336,12 +341,7 @@ class HistoryRecord(NamedTuple):
     at: datetime
 
 
-_OF_INSTANCE = (
-    select(*(H.c[name] for name in HistoryRecord._fields))
-    .where(H.c.instance_id == param("instance_id", "bigint"))
-    .order_by(H.c.id.desc())
-    .limit(param("limit", "int"))
-)
+_OF_INSTANCE = _latest_of_instance(H, HistoryRecord._fields)
 
 
 def of_instance(conn: Connection, instance_id: int, limit: int) -> list[HistoryRecord]:

@@ -280,3 +280,17 @@ class DatabaseFactory:
                 self.drop(name)
                 dropped.append(name)
         return dropped
+
+
+@contextlib.contextmanager
+def own_server() -> Iterator[EmbeddedServer]:
+    """A private embedded server for a test that stops or crashes it (never the shared
+    one), stopped at the end however the test left it."""
+    server = start_embedded()
+    try:
+        yield server
+    finally:
+        try:
+            server.stop("fast")
+        except Exception:
+            server.stop("immediate")

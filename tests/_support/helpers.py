@@ -155,3 +155,22 @@ def transition_for(row: Any, **fields: Any) -> Transition:
         "state": None,
     }
     return Transition(**(record | fields))
+
+
+def gen_durable_cli(
+    *args: str, dsn: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m gen_durable ARGS`` in a subprocess (the real entry point), with
+    ``GEN_DURABLE_DSN`` set to ``dsn`` or unset, tests/ on its path and as its cwd."""
+    env = {**os.environ, "PYTHONPATH": str(TESTS)}
+    env.pop("GEN_DURABLE_DSN", None)
+    if dsn is not None:
+        env["GEN_DURABLE_DSN"] = dsn
+    return subprocess.run(
+        [sys.executable, "-m", "gen_durable", *args],
+        env=env,
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _support.dbutil import EmbeddedServer, start_embedded
+from _support.dbutil import EmbeddedServer, own_server
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
@@ -31,14 +31,8 @@ pytestmark = pytest.mark.chaos
 @pytest.fixture
 def private_server() -> Iterator[EmbeddedServer]:
     """A server of this test's own: it is crashed and restarted, never the shared one."""
-    server = start_embedded()
-    try:
+    with own_server() as server:
         yield server
-    finally:
-        try:
-            server.stop("fast")
-        except Exception:
-            server.stop("immediate")
 
 
 @pytest.fixture

@@ -10,27 +10,13 @@ import sys
 from typing import Any
 
 from _support.helpers import TESTS, snapshot, wait_status
+from _support.helpers import gen_durable_cli as cli
 from procs.cli_app import Gate, Greet
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 import gen_durable as durable
 import gen_durable.testing
-
-
-def cli(*args: str, dsn: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    env.pop("GEN_DURABLE_DSN", None)
-    if dsn is not None:
-        env["GEN_DURABLE_DSN"] = dsn
-    return subprocess.run(
-        [sys.executable, "-m", "gen_durable", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=TESTS,
-    )
 
 
 def as_json(out: subprocess.CompletedProcess[str]) -> Any:

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from _support.dbutil import EmbeddedServer, start_embedded
+from _support.dbutil import EmbeddedServer, own_server
 from _support.helpers import wait_status, wait_until
 from procs.run_options_app import Tick
 from run_process import RunProcess, get
@@ -78,14 +78,8 @@ def test_metrics_and_probes_are_served_over_http(
 @pytest.fixture
 def private_server() -> Iterator[EmbeddedServer]:
     """A server of this test's own, stopped under the runner."""
-    server = start_embedded()
-    try:
+    with own_server() as server:
         yield server
-    finally:
-        try:
-            server.stop("fast")
-        except Exception:
-            server.stop("immediate")
 
 
 @pytest.mark.parametrize("processes", [None, 2], ids=["one-runner", "processes-2"])

@@ -14,7 +14,8 @@ import tempfile
 from typing import Any
 
 import pytest
-from _support.helpers import TESTS, snapshot
+from _support.helpers import gen_durable_cli as gd
+from _support.helpers import snapshot
 from procs.run_options_app import Parent, Tick
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
@@ -23,21 +24,6 @@ from sqlalchemy.pool import NullPool
 
 import gen_durable as durable
 import gen_durable.testing
-
-
-def gd(*args: str, dsn: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    env.pop("GEN_DURABLE_DSN", None)
-    if dsn is not None:
-        env["GEN_DURABLE_DSN"] = dsn
-    return subprocess.run(
-        [sys.executable, "-m", "gen_durable", *args],
-        env=env,
-        cwd=TESTS,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def ok(out: subprocess.CompletedProcess[str]) -> str:

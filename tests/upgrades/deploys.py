@@ -12,7 +12,9 @@ from typing import Any
 
 from _support.helpers import TESTS
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
 
+import gen_durable as durable
 from gen_durable.domain import registry
 
 NAMES = ("upg.Signup",)
@@ -56,3 +58,15 @@ def cli_json(url: str, *args: str) -> tuple[int, Any]:
     done = cli(url, *args, "--json")
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)
+
+
+def insert(engine: Engine, cls: type, email: str, **more: str) -> int:
+    """A row of ``cls`` (a Signup version) for ``email``."""
+    with Session(engine) as s, s.begin():
+        return durable.insert(s, cls, state={"email": email, **more})
+
+
+def approve(engine: Engine, instance_id: int) -> None:
+    """The signal a Signup awaits."""
+    with Session(engine) as s, s.begin():
+        durable.signal(s, instance_id, "approve")

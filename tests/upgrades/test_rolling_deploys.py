@@ -7,30 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 from _support.helpers import RunnerProcesses, count, wait_until
-from deploys import cli, cli_json, deploy, row
+from deploys import approve, cli, cli_json, deploy, insert, row
 from sqlalchemy import Engine, text
-from sqlalchemy.orm import Session
 from upgrades.upgrade_worker import SETUP
 
 import gen_durable as durable
 from gen_durable import store, testing
-from gen_durable.domain import registry, versioning
-
-
-@pytest.fixture(autouse=True)
-def _forget() -> Iterator[None]:
-    yield
-    registry.forget("upg.Signup")
-
-
-def insert(engine: Engine, cls: type, email: str, **more: str) -> int:
-    with Session(engine) as s, s.begin():
-        return durable.insert(s, cls, state={"email": email, **more})
-
-
-def approve(engine: Engine, instance_id: int) -> None:
-    with Session(engine) as s, s.begin():
-        durable.signal(s, instance_id, "approve")
+from gen_durable.domain import versioning
 
 
 def at(engine: Engine, instance_id: int, status: str, step: str) -> bool:

@@ -4,32 +4,11 @@ batches skips what runners hold; a failing upgrade parks its row, visibly."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-from deploys import cli, deploy, row
+from deploys import approve, cli, deploy, insert, row
 from sqlalchemy import Engine, text
-from sqlalchemy.orm import Session
 
 import gen_durable as durable
 from gen_durable import store, testing
-from gen_durable.domain import registry
-
-
-@pytest.fixture(autouse=True)
-def _forget() -> Iterator[None]:
-    yield
-    registry.forget("upg.Signup")
-
-
-def insert(engine: Engine, cls: type, email: str, **more: str) -> int:
-    with Session(engine) as s, s.begin():
-        return durable.insert(s, cls, state={"email": email, **more})
-
-
-def approve(engine: Engine, instance_id: int) -> None:
-    with Session(engine) as s, s.begin():
-        durable.signal(s, instance_id, "approve")
 
 
 def test_old_rows_are_upgraded_on_load_and_written_back(engine: Engine) -> None:
