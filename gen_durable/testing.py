@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future
 from datetime import timedelta
 from typing import Any
 
@@ -32,7 +31,7 @@ from gen_durable.domain.decide import Transition
 from gen_durable.errors import NotFound, ValidationError
 from gen_durable.runner import DEFAULT_MAX_CHILDREN
 from gen_durable.runtime import claiming
-from gen_durable.runtime.committer import Committer
+from gen_durable.runtime.committer import Committer, Waiter
 from gen_durable.runtime.executor import Executor
 from gen_durable.runtime.inflight import Inflight
 from gen_durable.runtime.steps import StepReport
@@ -83,16 +82,14 @@ class _InlineCommitter(Committer):
         super().__init__(engine, _ignore)
         self._inline_engine = engine
 
-    def submit(self, transition: Transition) -> Future[bool]:
-        future: Future[bool] = Future()
+    def submit_to(self, transition: Transition, waiter: Waiter) -> None:
         try:
             with self._inline_engine.begin() as conn:
                 landed = store.transitions.commit(conn, [transition], None)
         except BaseException as exc:
-            future.set_exception(exc)
+            waiter(exc)
         else:
-            future.set_result(transition.instance_id in landed)
-        return future
+            waiter(transition.instance_id in landed)
 
 
 def _ignore(committed: list[Committed]) -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, Protocol
 
 from typing_extensions import TypeVar
 
@@ -17,6 +16,31 @@ if TYPE_CHECKING:
 S = TypeVar("S", default=Any)
 """The type of a class's state (an FSM's ``State``, a Job's ``Args``); ``Any`` when not
 given, so a bare ``Context`` is ``Context[Any]``."""
+
+
+class CancelFlag(Protocol):
+    """What ``ctx.cancelled`` reads (a :class:`threading.Event` is one)."""
+
+    def is_set(self) -> bool: ...
+
+
+class Flag:
+    """A flag set once from another thread and read by a step: a plain attribute (reads
+    and writes of one are atomic in CPython), with no lock or condition to build per
+    step as a :class:`threading.Event` has."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        """Raise the flag."""
+        self._set = True
+
+    def is_set(self) -> bool:
+        """Whether it was raised."""
+        return self._set
 
 
 class Context(Generic[S]):
@@ -63,7 +87,7 @@ class Context(Generic[S]):
         correlation_key: str | None = None,
         parent_id: int | None = None,
         deadline: float | None = None,
-        cancel_event: threading.Event | None = None,
+        cancel_event: CancelFlag | None = None,
         session_factory: Callable[[], Session] | None = None,
     ) -> None:
         self.instance_id = instance_id
@@ -79,7 +103,7 @@ class Context(Generic[S]):
         self.parent_id = parent_id
         self.deadline = deadline
         """The step's timeout as a ``time.monotonic()`` value, or None when it has none."""
-        self._cancel = cancel_event or threading.Event()
+        self._cancel = cancel_event if cancel_event is not None else Flag()
         self._session_factory = session_factory
         self._session: Session | None = None
 

@@ -27,7 +27,10 @@ from gen_durable.store.transitions import Committed
 log = logging.getLogger("gen_durable.runtime")
 
 OnCommitted = Callable[[list[Committed]], None]
-Item = tuple[Transition, "Future[bool]"]
+Waiter = Callable[[bool | BaseException], None]
+"""Told once how a transition's commit ended: True (landed), False (fenced out), or the
+error that made it impossible (the step's lease will expire)."""
+Item = tuple[Transition, Waiter]
 RELOCK_PAUSE = 0.05
 """Seconds before a transition whose row was locked from outside is tried again."""
 RELOCK_TIMEOUT_MS = 10
@@ -72,19 +75,24 @@ class Committer:
     def submit(self, transition: Transition) -> Future[bool]:
         """Queue a transition; the future resolves True if it committed, False if fenced."""
         future: Future[bool] = Future()
-        if self._stopped:  # the runner released its leases: this commit would be fenced
-            future.set_result(False)
-        else:
-            self._queue.put((transition, future))
+        self.submit_to(transition, settle(future))
         return future
+
+    def submit_to(self, transition: Transition, waiter: Waiter) -> None:
+        """Queue a transition; ``waiter`` is called on the committer's thread once its
+        group's commit ended (what a step's hot path uses: no future per step)."""
+        if self._stopped:  # the runner released its leases: this commit would be fenced
+            _tell(waiter, False)
+        else:
+            self._queue.put((transition, waiter))
 
     def _loop(self) -> None:
         deferred: list[tuple[float, Item]] = []
         stopping = False
         while not stopping or deferred:
             if stopping:  # leases were released: whatever still waits would be fenced
-                for _, (_, future) in deferred:
-                    future.set_result(False)
+                for _, (_, waiter) in deferred:
+                    _tell(waiter, False)
                 return
             wait = None
             if deferred:
@@ -160,12 +168,12 @@ class Committer:
                         continue
                     then = "the step's lease will expire and it runs again"
                     log_failure(log, logging.ERROR, "a transition's commit", exc, then)
-                    item[1].set_exception(exc)
+                    _tell(item[1], exc)
                     break
                 except Exception as exc:  # the step's lease expires; it runs again
                     then = "the step's lease will expire and it runs again"
                     log_failure(log, logging.ERROR, "a transition's commit", exc, then)
-                    item[1].set_exception(exc)
+                    _tell(item[1], exc)
                     break
                 self._resolve([item], landed)
                 break
@@ -194,8 +202,27 @@ class Committer:
             self._on_committed(list(landed.values()))
         except Exception:  # waking dispatchers must never lose a commit's result
             log.exception("on_committed callback failed")
-        for transition, future in batch:
-            future.set_result(transition.instance_id in landed)
+        for transition, waiter in batch:
+            _tell(waiter, transition.instance_id in landed)
+
+
+def settle(future: Future[bool]) -> Waiter:
+    """A waiter that resolves ``future``."""
+
+    def waiter(result: bool | BaseException) -> None:
+        if isinstance(result, BaseException):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
+
+    return waiter
+
+
+def _tell(waiter: Waiter, result: bool | BaseException) -> None:
+    try:
+        waiter(result)
+    except Exception:  # one step's bookkeeping must never cost the group's others theirs
+        log.exception("a commit's waiter failed")
 
 
 def _is_lock_timeout(exc: OperationalError) -> bool:

@@ -6,7 +6,6 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 
 from sqlalchemy import Engine
 
@@ -244,11 +243,9 @@ class Dispatcher:
         while next_row is not None:
             started = monotonic()
             try:
-                report = self._executor.execute(next_row[0], next_row[1])
-            except BaseException as exc:  # execute reports through its future; belt and braces
-                report = Future()
-                report.set_exception(exc)
-            report.add_done_callback(self._committed)
+                self._executor.execute(next_row[0], next_row[1], self._committed)
+            except BaseException as exc:  # execute reports through done; belt and braces
+                self._committed(None, exc)
             with self._cond:
                 self._step_seconds += (monotonic() - started - self._step_seconds) * 0.2
                 next_row = self._ahead.popleft()[:2] if self._ahead and not self._stopping else None
@@ -260,12 +257,15 @@ class Dispatcher:
                 elif next_row is None:
                     self._cond.notify_all()
 
-    def _committed(self, future: Future[StepReport]) -> None:
-        exc = future.exception()
+    def _committed(self, report: StepReport | None, exc: BaseException | None) -> None:
         if exc is not None:
             log_failure(log, logging.ERROR, "a step's commit", exc, "its lease will expire")
         with self._cond:
             self._uncommitted -= 1
             if self._backlog:
                 self._woken = True
-            self._cond.notify_all()
+            # Only a commit that freed the last held claim (wait_idle) or room under the
+            # headroom (_free) changes what the pick loop waits for; waking it for every
+            # other commit would cost a thread switch per step.
+            if self._uncommitted == 0 or self._uncommitted + 1 >= self._max_uncommitted:
+                self._cond.notify_all()

@@ -7,6 +7,7 @@ its transition land together or not at all.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -14,7 +15,6 @@ from concurrent.futures import Future
 import attrs
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.orm import Session
 
 from gen_durable import events, faults, store, tracing
 from gen_durable.clock import monotonic
@@ -32,7 +32,7 @@ from gen_durable.domain.options import HistoryMode
 from gen_durable.domain.outcomes import OUTCOME_TYPES, Outcome, RateLimited
 from gen_durable.domain.retry import backoff_delay
 from gen_durable.errors import InvalidOutcome, RateLimitedError, shown
-from gen_durable.runtime import steps
+from gen_durable.runtime import step_session, steps
 from gen_durable.runtime.committer import Committer
 from gen_durable.runtime.inflight import Inflight, Lease
 from gen_durable.runtime.steps import Claimed, StepReport
@@ -42,6 +42,9 @@ log = logging.getLogger("gen_durable.runtime")
 
 
 Observer = Callable[[StepReport], None]
+Done = Callable[[StepReport | None, BaseException | None], None]
+"""Told once how a step ended: its report once its transition's commit ended, or the
+error that lost it (its lease will expire)."""
 Redo = Callable[[Exception], Transition]
 """Turns a refusal of the step's own transaction into a retry's transition."""
 
@@ -83,19 +86,28 @@ class Executor:
     def run(self, claimed: Claimed, lease: Lease) -> StepReport:
         """Run the step, decide, commit, and wait for the commit. Never raises for a
         step's own errors (inline use: :func:`gen_durable.testing.drain`)."""
-        return self.execute(claimed, lease).result()
+        out: Future[StepReport] = Future()
 
-    def execute(self, claimed: Claimed, lease: Lease) -> Future[StepReport]:
+        def done(report: StepReport | None, error: BaseException | None) -> None:
+            if report is None:
+                out.set_exception(error or RuntimeError("a step ended with no report"))
+            else:
+                out.set_result(report)
+
+        self.execute(claimed, lease, done)
+        return out.result()
+
+    def execute(self, claimed: Claimed, lease: Lease, done: Done) -> None:
         """Run the step on this thread and hand its transition to the committer.
 
-        Returns at once when the step did not use ``ctx.session``: the future resolves
+        Returns at once when the step did not use ``ctx.session``: ``done`` is called
         once the transition committed (or was fenced out), on the committer's thread, so
         this thread is free for the next step meanwhile. The instance's own next step
         cannot start before that: its row stays ``running`` until the commit. The lease
-        stays registered (and extended by the heartbeat) until then.
+        stays registered (and extended by the heartbeat) until then. ``done`` is called
+        exactly once, with the report or with the error that lost it.
         """
         started = monotonic()
-        out: Future[StepReport] = Future()
         try:
             cls = registry.lookup(claimed.fsm)
             assert cls is not None, "the dispatcher claims only known classes"
@@ -103,14 +115,15 @@ class Executor:
                 try:
                     claimed = steps.loadable(cls, claimed)
                 except versioning.StateUpgradeFailed as failed:
-                    return self._park(claimed, failed, started)
+                    self._park(claimed, failed, started, done)
+                    return
             transition, ctx, redo = self._step(cls, claimed, lease, started)
             if claimed.state_version != cls.state_version:
                 # Upgraded on load: a state the step stores is in the code's version.
                 transition = attrs.evolve(transition, state_version=cls.state_version)
             if ctx is not None:
                 try:
-                    committed = self._commit_in_session(ctx, transition)
+                    committed = step_session.commit(ctx, transition, self._on_committed)
                 except DBAPIError as refused:
                     # The database refused the step's own transaction (a serialization
                     # failure, a deadlock, a lost connection): its writes rolled back.
@@ -118,35 +131,16 @@ class Executor:
                     # lapse.
                     transition = redo(refused)
                     committed = self._committer.submit(transition).result()
-                out.set_result(self._report(claimed, transition, committed, started))
-                return out
-            pending = self._committer.submit(transition)
+                report = self._report(claimed, transition, committed, started)
+            else:
+                waiter = _Waiter(self, claimed, transition, started, done)
+                self._committer.submit_to(transition, waiter)
+                return
         except BaseException as exc:
             self._inflight.remove(claimed.id)
-            out.set_exception(exc)
-            return out
-        done_with = transition
-        pending.add_done_callback(
-            lambda done: self._resolve(done, out, claimed, done_with, started)
-        )
-        return out
-
-    def _resolve(
-        self,
-        done: Future[bool],
-        out: Future[StepReport],
-        claimed: Claimed,
-        transition: Transition,
-        started: float,
-    ) -> None:
-        try:
-            committed = done.result()
-            report = self._report(claimed, transition, committed, started)
-        except BaseException as exc:
-            self._inflight.remove(claimed.id)
-            out.set_exception(exc)
-        else:
-            out.set_result(report)
+            done(None, exc)
+            return
+        done(report, None)
 
     def _step(
         self, cls: type[registry.Definition], claimed: Claimed, lease: Lease, started: float
@@ -186,7 +180,7 @@ class Executor:
             parent_id=claimed.parent_id,
             deadline=lease.deadline,
             cancel_event=lease.cancel,
-            session_factory=self._open_session,
+            session_factory=functools.partial(step_session.open_session, self._engine),
         )
         instance: registry.Definition | None = None
         what = "args" if cls._gd_kind == "job" else "state"
@@ -219,7 +213,7 @@ class Executor:
             transition = decide(snap, outcome, text, route=router, seconds=_since(started))
             use_session = ctx.session_if_open is not None
         except RateLimitedError as refused:
-            _discard(ctx)
+            step_session.discard(ctx)
             try:
                 limited = RateLimited(max(0.0, refused.retry_after))
                 router = steps.router(cls, claimed, claimed.state)
@@ -228,7 +222,7 @@ class Executor:
                 transition = failed(bad)
             use_session = False
         except Exception as exc:
-            _discard(ctx)
+            step_session.discard(ctx)
             transition = failed(exc)
             use_session = False
         if faults.active is not None:
@@ -236,22 +230,26 @@ class Executor:
         return transition, ctx if use_session else None, failed
 
     def _park(
-        self, claimed: Claimed, failed: versioning.StateUpgradeFailed, started: float
-    ) -> Future[StepReport]:
+        self,
+        claimed: Claimed,
+        failed: versioning.StateUpgradeFailed,
+        started: float,
+        done: Done,
+    ) -> None:
         """A failing upgrade: the row keeps its JSON and version, unfinished and out of
         every claim (scheduled, with no time), with the error stored, until an operator
         upgrades it with fixed code (``gen-durable upgrade-state``) or moves it."""
-        out: Future[StepReport] = Future()
         error = versioning.error_json(failed, claimed.step)
         log.warning("instance %s of %s parked: %s", claimed.id, claimed.fsm, failed)
         try:
             with self._engine.begin() as conn:
                 landed = store.upgrades.park(conn, claimed.id, claimed.lease_token, error, None)
-            out.set_result(self._report(claimed, steps.parked(claimed, error), landed, started))
+            report = self._report(claimed, steps.parked(claimed, error), landed, started)
         except BaseException as exc:
             self._inflight.remove(claimed.id)
-            out.set_exception(exc)
-        return out
+            done(None, exc)
+            return
+        done(report, None)
 
     def _report(
         self, claimed: Claimed, decision: Transition, committed: bool, started: float
@@ -323,7 +321,7 @@ class Executor:
                 log.warning("on_error of %s raised %r; failing", claimed.fsm, hook_exc)
                 error = {**error, "on_error": steps.error_json(hook_exc, claimed)}
             finally:
-                _discard(ctx)
+                step_session.discard(ctx)
         try:
             delay = backoff_delay(cls.backoff, claimed.attempt)
         except Exception:
@@ -337,39 +335,40 @@ class Executor:
             seconds=_since(started),
         )
 
-    def _open_session(self) -> Session:
-        session = Session(self._engine)
-        session.begin()
-        return session
 
-    def _commit_in_session(self, ctx: Context, transition: Transition) -> bool:
-        session = ctx.session_if_open
-        assert session is not None
+class _Waiter:
+    """What the committer tells once a step's transition's commit ended (one small object
+    per step, called on the committer's thread: no future, no lock of its own)."""
+
+    __slots__ = ("_claimed", "_done", "_executor", "_started", "_transition")
+
+    def __init__(
+        self,
+        executor: Executor,
+        claimed: Claimed,
+        transition: Transition,
+        started: float,
+        done: Done,
+    ) -> None:
+        self._executor = executor
+        self._claimed = claimed
+        self._transition = transition
+        self._started = started
+        self._done = done
+
+    def __call__(self, result: bool | BaseException) -> None:
+        executor, claimed = self._executor, self._claimed
+        if isinstance(result, BaseException):
+            executor._inflight.remove(claimed.id)
+            self._done(None, result)
+            return
         try:
-            landed = store.transitions.commit(session.connection(), [transition], None)
-            if transition.instance_id not in landed:
-                session.rollback()
-                return False
-            session.commit()
-        except Exception:
-            session.rollback()
-            raise
-        finally:
-            session.close()
-        self._on_committed(list(landed.values()))
-        return True
+            report = executor._report(claimed, self._transition, result, self._started)
+        except BaseException as exc:
+            self._done(None, exc)
+            return
+        self._done(report, None)
 
 
 def _since(started: float) -> float:
     return monotonic() - started
-
-
-def _discard(ctx: Context) -> None:
-    session = ctx.session_if_open
-    if session is not None:
-        try:
-            session.rollback()
-            session.close()
-        except Exception:  # the connection may be gone; nothing was committed
-            log.debug("rollback of a failed step's session failed", exc_info=True)
-        ctx._session = None

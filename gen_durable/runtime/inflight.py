@@ -8,6 +8,7 @@ import uuid
 import attrs
 
 from gen_durable.clock import monotonic
+from gen_durable.domain.context import Flag
 
 
 @attrs.define
@@ -18,7 +19,7 @@ class Lease:
     token: uuid.UUID
     queue: str
     deadline: float | None
-    cancel: threading.Event = attrs.field(factory=threading.Event)
+    cancel: Flag = attrs.field(factory=Flag)
 
 
 class Inflight:

@@ -115,7 +115,13 @@ _TAKE = (
 )
 
 
-_ASYNC_COMMIT = select(func.set_config("synchronous_commit", "off", True))
+_CLAIM_SETTINGS = select(
+    func.set_config("synchronous_commit", "off", True),
+    func.set_config("plan_cache_mode", "force_generic_plan", True),
+)
+"""The claim's transaction: an asynchronous commit (see :func:`claim`), and the claim's
+generic plan from its first execution (planning it anew for each claim cost the server
+more than running it; the plan guards check the generic plan's use of the indexes)."""
 
 
 def claim(
@@ -164,7 +170,7 @@ def claim(
         "versions": None if known is None else list(known[1]),
     }
     calls: list[_fast.Call] = [
-        (_ASYNC_COMMIT, None),
+        (_CLAIM_SETTINGS, None),
         (queues.LOCK_LIMITED, params),
         (_CLAIM, params),
     ]

@@ -7,7 +7,6 @@ deadlock.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -230,8 +229,8 @@ def _row(x: Transition, children: list[int] | None) -> str:
         "children_from": children[0] if children else None,
         "state_version": x.state_version,
     }
-    text = json.dumps(fields, ensure_ascii=False, allow_nan=False)
-    return text if x.state is None else f'{text[:-1]}, "state": {x.state}}}'
+    text = serialization.encode_json(fields)
+    return text if x.state is None else f'{text[:-1]},"state":{x.state}}}'
 
 
 def _draw_child_ids(conn: Connection, items: Sequence[Transition]) -> dict[int, list[int]]:
