@@ -19,7 +19,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import attrs
 from cattrs.errors import BaseValidationError
 from cattrs.preconf.json import make_converter
 
@@ -70,9 +69,14 @@ def payload_limit() -> int:
     return _payload_limit
 
 
-def structure(value: JSON, type_: type[Any] | None, what: str = "state") -> Any:
-    """Turn stored JSON into the declared type (or return it as is when untyped)."""
+def structure(
+    value: JSON, type_: type[Any] | None, what: str = "state", *, owned: bool = False
+) -> Any:
+    """Turn stored JSON into the declared type (or, when untyped, a copy of it; ``owned``:
+    the caller's own copy, returned as it is)."""
     if type_ is None:
+        if owned or value is None or isinstance(value, str | int | float):
+            return value  # immutable: nothing to copy
         # A copy: in-place changes by a failed attempt must not leak into its retry.
         return copy.deepcopy(value)
     try:
@@ -91,12 +95,26 @@ def unstructure(value: Any, what: str = "state") -> JSON:
     return _encoded(_plain(value, what, None), what, None).data
 
 
-@attrs.frozen
-class Encoded:
-    """A value proven storable: its JSON-native data and the JSON text it encodes to."""
+_UNPARSED: Any = object()
 
-    data: JSON
-    text: str
+
+class Encoded:
+    """A value proven storable: the JSON text it encodes to, and its JSON-native data as
+    the database will hand it back — parsed from the text only when asked for (a step's
+    new state is stored as its text; most steps never need it as data)."""
+
+    __slots__ = ("_data", "text")
+
+    def __init__(self, text: str, data: JSON = _UNPARSED) -> None:
+        self.text = text
+        self._data = data
+
+    @property
+    def data(self) -> JSON:
+        """The value as JSON-native data (dicts, lists, str, int, float, bool, None)."""
+        if self._data is _UNPARSED:
+            self._data = json.loads(self.text)
+        return self._data
 
 
 def _plain(value: Any, what: str, type_: type[Any] | None) -> Any:
@@ -113,10 +131,10 @@ def _plain(value: Any, what: str, type_: type[Any] | None) -> Any:
 def _encoded(data: Any, what: str, type_: type[Any] | None) -> Encoded:
     """``data`` as the database will hand it back, once proven storable."""
     try:
-        # A round trip through the encoder proves the value is JSON and normalises
-        # tuples, str subclasses and the like to what the database will hand back.
+        # Encoding proves the value is JSON; parsing the text back (Encoded.data, when
+        # asked for) normalises tuples, str subclasses and the like to what the database
+        # will hand back.
         text = encode_json(data)
-        result: JSON = json.loads(text)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from exc
     # The encoder would turn 1 into "1" silently, and {1: a, "1": b} into one key.
@@ -139,7 +157,7 @@ def _encoded(data: Any, what: str, type_: type[Any] | None) -> Encoded:
         raise PayloadTooLarge(what, size, _payload_limit)
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise InvalidPayload(f"{what} may not hold a NUL character (PostgreSQL cannot store it)")
-    return Encoded(result, text)
+    return Encoded(text)
 
 
 encode_json: Callable[[Any], str] = json.JSONEncoder(
@@ -156,6 +174,8 @@ def dumps(value: JSON) -> str:
     own — a failed step's message and traceback — may hold a character jsonb refuses (a
     NUL, a lone surrogate); it becomes U+FFFD, so that recording a failure cannot fail.
     """
+    if value is None:
+        return "null"
     text = encode_json(value)
     if not text.isascii():
         try:

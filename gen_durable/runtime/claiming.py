@@ -17,13 +17,14 @@ from gen_durable import events, faults, store
 from gen_durable.domain import definitions as registry
 from gen_durable.domain import routing, versioning
 from gen_durable.domain.ratelimit import RateLimit
+from gen_durable.runtime.held import Begins
 from gen_durable.runtime.inflight import Lease
 from gen_durable.runtime.steps import Claimed
 from gen_durable.types import Child, Signal, Status
 
 
 def claim(
-    engine: Engine,
+    engine: Begins,
     queue: str,
     fsms: Sequence[str],
     limit: int,
@@ -32,7 +33,8 @@ def claim(
 ) -> list[Claimed]:
     """Claim up to ``limit`` runnable instances of ``fsms`` in ``queue``, in one transaction.
 
-    The lease is ``owner``'s for ``lease_seconds``. Emits the ``claim`` event once the
+    ``engine``: an Engine, or the connection a pick loop holds. The lease is ``owner``'s
+    for ``lease_seconds``. Emits the ``claim`` event once the
     claim has committed.
     """
     if not fsms or limit < 1:
@@ -137,7 +139,7 @@ def to_claimed(
                 fsm=r.fsm,
                 queue=r.queue,
                 step=r.step,
-                state=r.state,
+                state_text=r.state_text,
                 attempt=r.attempt,
                 max_attempts=r.max_attempts,
                 version=r.version,

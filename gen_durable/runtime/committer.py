@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from gen_durable import store
 from gen_durable.domain.decide import Transition
 from gen_durable.runtime.failures import log_failure
+from gen_durable.runtime.held import HeldConnection
 from gen_durable.store.transitions import Committed
 
 log = logging.getLogger("gen_durable.runtime")
@@ -48,7 +49,7 @@ class Committer:
         max_batch: int = 500,
         lock_timeout_ms: int = 200,
     ) -> None:
-        self._engine = engine
+        self._held = HeldConnection(engine)
         self._on_committed = on_committed
         self._max_batch = max_batch
         self._lock_timeout_ms = lock_timeout_ms
@@ -62,7 +63,9 @@ class Committer:
 
     def start(self) -> None:
         """Start the committer thread."""
-        self._thread = threading.Thread(target=self._loop, name="gd-committer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._held.around(self._loop), name="gd-committer", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
@@ -190,7 +193,7 @@ class Committer:
     def _write(
         self, transitions: list[Transition], lock_timeout_ms: int | None
     ) -> dict[int, Committed]:
-        with self._engine.begin() as conn:
+        with self._held.begin() as conn:
             return store.transitions.commit(
                 conn, transitions, None, lock_timeout_ms=lock_timeout_ms
             )

@@ -13,6 +13,7 @@ from gen_durable.clock import monotonic
 from gen_durable.runtime import claiming
 from gen_durable.runtime.executor import Executor
 from gen_durable.runtime.failures import log_failure
+from gen_durable.runtime.held import HeldConnection
 from gen_durable.runtime.inflight import Lease
 from gen_durable.runtime.steps import Claimed, StepReport
 from gen_durable.runtime.workers import WorkerPool
@@ -69,6 +70,7 @@ class Dispatcher:
         self.queue = queue
         self.concurrency = concurrency
         self._engine = engine
+        self._held = HeldConnection(engine)
         self._executor = executor
         self._pool = pool
         self._node_id = node_id
@@ -90,7 +92,7 @@ class Dispatcher:
     def start(self) -> None:
         """Start the pick loop."""
         self._thread = threading.Thread(
-            target=self._loop, name=f"gd-dispatch-{self.queue}", daemon=True
+            target=self._held.around(self._loop), name=f"gd-dispatch-{self.queue}", daemon=True
         )
         self._thread.start()
 
@@ -233,7 +235,7 @@ class Dispatcher:
 
     def _claim(self, limit: int) -> list[Claimed]:
         claimed = claiming.claim(
-            self._engine, self.queue, self._fsms(), limit, self._node_id, self._lease_seconds
+            self._held, self.queue, self._fsms(), limit, self._node_id, self._lease_seconds
         )
         self.claimed_total += len(claimed)
         return claimed

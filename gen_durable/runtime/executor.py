@@ -189,7 +189,9 @@ class Executor:
             return self._failure(cls, instance, snap, ctx, claimed, exc, started)
 
         try:
-            ctx.state = serialization.structure(claimed.state, cls._gd_state_type, what)
+            ctx.state = serialization.structure(
+                claimed.stored_state(), cls._gd_state_type, what, owned=True
+            )
             instance = cls()
             if faults.active is not None:
                 faults.hit("in_step")
@@ -203,7 +205,7 @@ class Executor:
             if isinstance(outcome, RateLimited):
                 # The step re-runs from the state it was claimed with, as after a failure:
                 # its in-place changes are not stored.
-                text, router = None, steps.router(cls, claimed, claimed.state)
+                text, router = None, steps.router(cls, claimed, claimed.stored_state())
             else:
                 # Checked now: a bad value fails the attempt that made it, not the next load.
                 new = serialization.encode_state(
@@ -216,7 +218,7 @@ class Executor:
             step_session.discard(ctx)
             try:
                 limited = RateLimited(max(0.0, refused.retry_after))
-                router = steps.router(cls, claimed, claimed.state)
+                router = steps.router(cls, claimed, claimed.stored_state())
                 transition = decide(snap, limited, None, route=router, seconds=_since(started))
             except Exception as bad:  # a retry_after no outcome may carry: a failed attempt
                 transition = failed(bad)
@@ -301,7 +303,9 @@ class Executor:
         if claimed.attempt >= claimed.max_attempts and instance is not None:
             what = "args" if cls._gd_kind == "job" else "state"
             try:
-                ctx.state = serialization.structure(claimed.state, cls._gd_state_type, what)
+                ctx.state = serialization.structure(
+                    claimed.stored_state(), cls._gd_state_type, what, owned=True
+                )
                 compensation = instance.on_error(claimed.step, exc, ctx)
                 if compensation is not None and not isinstance(compensation, OUTCOME_TYPES):
                     raise InvalidOutcome(f"on_error returned {shown(compensation)}")
@@ -331,7 +335,7 @@ class Executor:
             snap,
             Failure(error, delay, None),
             None,
-            route=steps.router(cls, claimed, claimed.state, safe=True),
+            route=steps.router(cls, claimed, claimed.stored_state(), safe=True),
             seconds=_since(started),
         )
 

@@ -4,6 +4,7 @@ runnable, the error document of a failure, and the step events."""
 
 from __future__ import annotations
 
+import json
 import traceback
 import uuid
 from typing import Any
@@ -27,7 +28,11 @@ class Claimed:
     fsm: str
     queue: str
     step: str
-    state: JSON
+    state_text: str
+    """The stored state's JSON text. Each use parses a copy of its own
+    (:meth:`stored_state`): a step may change what it was handed in place, and a failed
+    attempt's changes must reach neither its retry nor ``on_error`` nor the routing of
+    the failure."""
     attempt: int
     max_attempts: int
     version: int
@@ -43,6 +48,11 @@ class Claimed:
     state_version: int = 1
     """The version of ``state`` (upgraded on load when the class's code is newer)."""
 
+    def stored_state(self) -> JSON:
+        """A fresh copy of the state as stored (as claimed, before any step ran)."""
+        state: JSON = json.loads(self.state_text)
+        return state
+
 
 def loadable(cls: type[registry.Definition], claimed: Claimed) -> Claimed:
     """The claimed row as the class's code runs it: its state upgraded to the code's
@@ -52,8 +62,8 @@ def loadable(cls: type[registry.Definition], claimed: Claimed) -> Claimed:
     step = versioning.resolve_step(cls, claimed.step) or claimed.step
     if claimed.state_version == cls.state_version:
         return attrs.evolve(claimed, step=step)
-    state = versioning.upgrade(cls, claimed.state, claimed.state_version)
-    return attrs.evolve(claimed, step=step, state=state)
+    state = versioning.upgrade(cls, claimed.stored_state(), claimed.state_version)
+    return attrs.evolve(claimed, step=step, state_text=serialization.encode_json(state))
 
 
 def parked(claimed: Claimed, error: JSON) -> Transition:
@@ -114,9 +124,11 @@ def router(
     def route(step: str) -> Route:
         try:
             bucket = routing.rate_bucket_of(cls, step, state)
-            rekey, key = routing.next_concurrency_key(
-                cls, claimed.concurrency_key, claimed.state, state
-            )
+            rekey, key = False, None
+            if getattr(cls, "concurrency_key", None) is not None:  # else no need to parse
+                rekey, key = routing.next_concurrency_key(
+                    cls, claimed.concurrency_key, claimed.stored_state(), state
+                )
         except Exception:
             if not safe:
                 raise

@@ -22,7 +22,8 @@ CLAIM_COLUMNS = (
     I.c.queue,
     I.c.priority,
     I.c.step,
-    I.c.state,
+    # As text: each use of it parses a copy of its own (no deep copy of parsed JSON).
+    cast(I.c.state, Text).label("state_text"),
     I.c.attempt,
     I.c.max_attempts,
     I.c.version,
@@ -118,10 +119,12 @@ _TAKE = (
 _CLAIM_SETTINGS = select(
     func.set_config("synchronous_commit", "off", True),
     func.set_config("plan_cache_mode", "force_generic_plan", True),
+    queues.LOCK_LIMITED.scalar_subquery(),
 )
-"""The claim's transaction: an asynchronous commit (see :func:`claim`), and the claim's
+"""The claim's first statement: an asynchronous commit (see :func:`claim`); the claim's
 generic plan from its first execution (planning it anew for each claim cost the server
-more than running it; the plan guards check the generic plan's use of the indexes)."""
+more than running it; the plan guards check the generic plan's use of the indexes); and
+the lock of a queue with a global concurrency limit (:data:`queues.LOCK_LIMITED`)."""
 
 
 def claim(
@@ -170,8 +173,7 @@ def claim(
         "versions": None if known is None else list(known[1]),
     }
     calls: list[_fast.Call] = [
-        (_CLAIM_SETTINGS, None),
-        (queues.LOCK_LIMITED, params),
+        (_CLAIM_SETTINGS, params),
         (_CLAIM, params),
     ]
     picked = _fast.pipelined(conn, calls)[-1]
