@@ -540,6 +540,35 @@ def test_untyped_state_changed_by_a_failed_attempt_does_not_leak_into_the_retry(
     assert done.state == {"trail": [2]} and done.result == [2]  # only the last attempt kept
 
 
+class Spoiler(FSM):
+    """Changes its untyped state in place, then fails: on_error must see the stored state."""
+
+    name = "test.Spoiler"
+    steps = ("spoil",)
+    max_attempts = 1
+    seen: list[Any] = []
+
+    def spoil(self, ctx: durable.Context) -> Done:
+        ctx.state["items"].append("spoiled")
+        ctx.state["extra"] = True
+        raise RuntimeError("spoiled")
+
+    def on_error(self, name: str, error: BaseException, ctx: durable.Context) -> Fail:
+        type(self).seen.append(ctx.state)
+        return Fail("compensated")
+
+
+def test_on_error_sees_the_stored_state_not_the_failed_attempts_changes(engine: Engine) -> None:
+    """The step record is parsed from the claimed row's state text, not deep-copied: each
+    use parses its own copy, so the failing attempt's in-place changes stay its own."""
+    Spoiler.seen.clear()
+    iid = insert(engine, Spoiler, state={"items": ["a"]})
+    with Runner(engine, **FAST):
+        failed = wait_status(engine, iid, "failed")
+    assert Spoiler.seen == [{"items": ["a"]}]
+    assert failed.state == {"items": ["a"]}
+
+
 class Patient(FSM):
     name = "test.Patient"
     steps = ("wait_for_cancel",)
