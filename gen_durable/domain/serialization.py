@@ -208,6 +208,8 @@ def encode_state(value: Any, type_: type[Any] | None, what: str = "state") -> En
     """:func:`validate_state`, keeping the JSON text too: a step's new state is encoded
     once, and that text is what its commit sends."""
     if type_ is None:
+        if value is None:  # a job without args, an FSM without state
+            return Encoded("null", None)
         return _encoded(_plain(value, what, None), what, None)
     if not isinstance(value, type_):
         value = structure(value, type_, what)

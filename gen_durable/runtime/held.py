@@ -26,8 +26,9 @@ class Begins(Protocol):
 class HeldConnection:
     """A pooled connection kept between transactions by the one thread that uses it."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, autocommit: bool = False) -> None:
         self._engine = engine
+        self._autocommit = autocommit
         self._conn: Connection | None = None
 
     @contextlib.contextmanager
@@ -38,6 +39,8 @@ class HeldConnection:
         if conn is None or conn.closed or conn.invalidated:
             self.close()
             conn = self._conn = self._engine.connect()
+            if self._autocommit:  # each statement its own transaction, committed as it ends
+                conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
             with conn.begin():
                 yield conn

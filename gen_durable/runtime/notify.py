@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from gen_durable import store
 from gen_durable.runtime.failures import log_failure
+from gen_durable.runtime.held import HeldConnection
 
 log = logging.getLogger("gen_durable.runtime")
 
@@ -82,7 +83,7 @@ class Notifier:
     """Sends NOTIFY for queues the runtime made runnable, after its commits, debounced."""
 
     def __init__(self, engine: Engine, debounce: float = 0.02) -> None:
-        self._engine = engine
+        self._held = HeldConnection(engine, autocommit=True)
         self._debounce = debounce
         self._lock = threading.Lock()
         self._queues: set[str] = set()
@@ -93,7 +94,9 @@ class Notifier:
 
     def start(self) -> None:
         """Start the sender thread."""
-        self._thread = threading.Thread(target=self._loop, name="gd-notifier", daemon=True)
+        self._thread = threading.Thread(
+            target=self._held.around(self._loop), name="gd-notifier", daemon=True
+        )
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
@@ -134,7 +137,7 @@ class Notifier:
             return
         try:
             # One statement in autocommit: its notifications go out when it completes.
-            with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            with self._held.begin() as conn:
                 store.notify.announce(conn, queues, finished)
         except Exception as exc:  # a lost wake-up is covered by polling
             log.debug("notify failed: %s", exc)

@@ -8,7 +8,7 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import Connection, Text, cast, func, select, union_all
 
-from gen_durable.store import models
+from gen_durable.store import _fast, models
 from gen_durable.store._common import param, run
 
 
@@ -57,7 +57,7 @@ def announce(conn: Connection, queues: Iterable[str], instance_ids: Iterable[int
         "finished_channel": finished_channel(),
         "ids": sorted(set(instance_ids)),
     }
-    run(conn, _BOTH, params)
+    _fast.execute(conn, _BOTH, params)
 
 
 def listen(
