@@ -274,6 +274,9 @@ class Run:
     (``wait4``)."""
     stalled: bool = False
     """The run gave up: no step for a while (``benchmarks.proc.STALL``), work left."""
+    threads: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of a child Runner's threads over the run, by kind of thread
+    (:func:`benchmarks.cpu.thread_cpu`)."""
 
     @property
     def rate(self) -> float:

@@ -7,6 +7,8 @@
 - :func:`find_postmaster`: the pid of the server's postmaster, when the server runs on this
   machine and its processes are visible here; else None and why. The server's CPU is then
   ``tree_cpu(postmaster)``: every backend and background process, live or exited.
+- :func:`thread_cpu`: CPU seconds of this process's live threads so far, by kind (a Runner's
+  worker threads summed as ``workers``), from ``/proc/self/task/<tid>/stat``.
 - :func:`wait_cpu`: reap a child with ``os.wait4`` and return its CPU seconds (``ru_utime +
   ru_stime``, which include the children it waited for, as ``RUSAGE_CHILDREN`` would).
 """
@@ -139,3 +141,23 @@ def kill_group(proc: subprocess.Popen[str]) -> None:
     """SIGKILL the process group of ``proc`` (started with ``start_new_session=True``)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds (``utime + stime``) of this process's live threads so far, by thread
+    name; a Runner's worker threads (``gd-worker-N``) are summed as ``workers``."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = names.get(int(tid), "other")
+        if name.startswith("gd-worker"):
+            name = "workers"
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+    return out

@@ -59,6 +59,13 @@ def cpu_runs(runs: list[Run]) -> dict[str, Any]:
         out["runner_cpu_lifetime_us_per_step"] = median(known) if known else None
         for phase in ("startup", "shutdown"):
             out[f"runner_{phase}_cpu_s_runs"] = [rounded(r.phases[phase]) for r in runs]
+    if all(r.threads and r.steps for r in runs):
+        # Where the Runner's CPU goes: each kind of thread's share, per step (median).
+        kinds = sorted({k for r in runs for k in r.threads})
+        out["runner_threads_us_per_step"] = {
+            k: round(median([r.threads.get(k, 0.0) * 1e6 / r.steps for r in runs]), 1)
+            for k in kinds
+        }
     return out
 
 

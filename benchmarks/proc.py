@@ -284,10 +284,19 @@ def drain(
     if server0 is not None and server1 is not None:
         meter.result.server_cpu_s = server1 - server0
     phases = {"startup": ack["cpu_s"], "shutdown": total - done["cpu_s"], "lifetime": total}
+    threads = {
+        name: seconds - ack["threads"].get(name, 0.0) for name, seconds in done["threads"].items()
+    }
     if done["stalled"]:
         log(f"  warning: no step for {STALL:.0f} s, {done['finished']} of {instances} finished")
     return Run(
-        meter.result, done["steps"], done["finished"], done["drained"], phases, done["stalled"]
+        meter.result,
+        done["steps"],
+        done["finished"],
+        done["drained"],
+        phases,
+        done["stalled"],
+        threads,
     )
 
 
@@ -339,7 +348,12 @@ def child(argv: list[str] | None = None) -> int:
         if sys.stdin.readline().strip() != "go":
             return 1
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        say(event="go", cpu_s=usage.ru_utime + usage.ru_stime, driver=counter.snapshot())
+        say(
+            event="go",
+            cpu_s=usage.ru_utime + usage.ru_stime,
+            driver=counter.snapshot(),
+            threads=cpu.thread_cpu(),
+        )
         if args.expect:
             end, steps, done, drained = finished.wait(args.window, stall=args.stall)
         else:
@@ -355,6 +369,7 @@ def child(argv: list[str] | None = None) -> int:
             drained=drained,
             stalled=finished.stalled,
             driver=counter.snapshot(),
+            threads=cpu.thread_cpu(),
         )
     finally:
         runner.stop(grace=10.0)

@@ -360,14 +360,13 @@ class Runner:
         finished = [c.instance_id for c in committed if c.status in FINISHED]
         if finished:
             self.notifier.add_finished(finished)
-        for item in committed:
-            if item.status != "available":
-                continue
-            dispatcher = self.dispatchers.get(item.queue)
+        # Once per queue, not per row: a group of a thousand FSM steps wakes one loop.
+        for queue in {item.queue for item in committed if item.status == "available"}:
+            dispatcher = self.dispatchers.get(queue)
             if dispatcher is not None and dispatcher.has_room():
                 dispatcher.wake()
             else:
-                others.add(item.queue)
+                others.add(queue)
         if others:
             self.notifier.add(others)
 
