@@ -8,7 +8,7 @@ await and the children of its latest Spawn.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, Row
@@ -30,23 +30,15 @@ def claim(
     limit: int,
     owner: str,
     lease_seconds: float,
-    deliver: Callable[[list[Claimed]], None] | None = None,
 ) -> list[Claimed]:
     """Claim up to ``limit`` runnable instances of ``fsms`` in ``queue``, in one transaction.
 
     ``engine``: an Engine, or the connection a pick loop holds. The lease is ``owner``'s
-    for ``lease_seconds``. Emits the ``claim`` event once the claim has committed.
-
-    ``deliver`` is given the claimed rows as soon as they may start: while the claim's
-    COMMIT travels, when no row got a new signal pack (so that its steps start one round
-    trip sooner), else once the claim committed. A step started that way before a COMMIT
-    that then fails runs without a lease: its transition is fenced out at its commit and
-    the row runs again (at least once, as after a lost lease); a new signal pack must be
-    recorded before its step sees it, so those wait for the COMMIT.
+    for ``lease_seconds``. Emits the ``claim`` event once the
+    claim has committed.
     """
     if not fsms or limit < 1:
         return []
-    delivered = False
     with engine.begin() as conn:
         rows = store.leases.claim(
             conn, queue, fsms, limit, owner, lease_seconds, None, rate_limit_of, known_to(fsms)
@@ -59,13 +51,8 @@ def claim(
         kids = store.children.latest_of(conn, parents)
         claimed, built = to_claimed(rows, pending, kids)
         store.signals.record_packs(conn, built)
-        if deliver is not None and not built:
-            delivered = True
-            deliver(claimed)
     if faults.active is not None:
         faults.hit("after_claim")
-    if deliver is not None and not delivered:
-        deliver(claimed)
     if claimed and events.active("claim"):
         events.emit(
             "claim",

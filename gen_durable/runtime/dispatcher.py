@@ -154,7 +154,7 @@ class Dispatcher:
             if limit <= 0:
                 continue
             try:
-                self._claim(limit)
+                rows = self._claim(limit)
                 failures = 0
             except Exception as exc:  # the database may be restarting: back off, retry
                 failures += 1
@@ -162,6 +162,8 @@ class Dispatcher:
                 log_failure(log, logging.WARNING, f"claim on {self.queue}", exc, then)
                 with self._cond:
                     self._cond.wait(min(10.0, 0.1 * 2**failures))
+                continue
+            self._hand_out(rows, limit)
 
     def _hand_out(self, rows: list[Claimed], limit: int) -> None:
         """Start what the free slots take; line up the rest, in one critical section: a
@@ -238,22 +240,12 @@ class Dispatcher:
             then = "the reaper returns them once their leases expire"
             log_failure(log, logging.WARNING, f"giving back {len(leases)} claim(s)", exc, then)
 
-    def _claim(self, limit: int) -> None:
-        """Claim up to ``limit`` rows; they are handed out as soon as they may start."""
-
-        def deliver(rows: list[Claimed]) -> None:
-            self.claimed_total += len(rows)
-            self._hand_out(rows, limit)
-
-        claiming.claim(
-            self._held,
-            self.queue,
-            self._fsms(),
-            limit,
-            self._node_id,
-            self._lease_seconds,
-            deliver,
+    def _claim(self, limit: int) -> list[Claimed]:
+        claimed = claiming.claim(
+            self._held, self.queue, self._fsms(), limit, self._node_id, self._lease_seconds
         )
+        self.claimed_total += len(claimed)
+        return claimed
 
     def _execute(self, claimed: Claimed, lease: Lease) -> None:
         next_row: tuple[Claimed, Lease] | None = (claimed, lease)
