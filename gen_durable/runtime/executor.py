@@ -138,9 +138,9 @@ class Executor:
                 return
         except BaseException as exc:
             self._inflight.remove(claimed.id)
-            done(None, exc)
+            _finish(done, None, exc)
             return
-        done(report, None)
+        _finish(done, report, None)
 
     def _step(
         self, cls: type[registry.Definition], claimed: Claimed, lease: Lease, started: float
@@ -249,9 +249,9 @@ class Executor:
             report = self._report(claimed, steps.parked(claimed, error), landed, started)
         except BaseException as exc:
             self._inflight.remove(claimed.id)
-            done(None, exc)
+            _finish(done, None, exc)
             return
-        done(report, None)
+        _finish(done, report, None)
 
     def _report(
         self, claimed: Claimed, decision: Transition, committed: bool, started: float
@@ -364,14 +364,23 @@ class _Waiter:
         executor, claimed = self._executor, self._claimed
         if isinstance(result, BaseException):
             executor._inflight.remove(claimed.id)
-            self._done(None, result)
+            _finish(self._done, None, result)
             return
         try:
             report = executor._report(claimed, self._transition, result, self._started)
         except BaseException as exc:
-            self._done(None, exc)
+            _finish(self._done, None, exc)
             return
-        self._done(report, None)
+        _finish(self._done, report, None)
+
+
+def _finish(done: Done, report: StepReport | None, error: BaseException | None) -> None:
+    """Tell ``done`` once; what it raises is logged, never taken for the step's own error
+    (it would be told twice)."""
+    try:
+        done(report, error)
+    except Exception:
+        log.exception("a step's done callback failed")
 
 
 def _since(started: float) -> float:
