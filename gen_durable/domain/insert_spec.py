@@ -141,7 +141,7 @@ class InsertSpec:
             serialization.check_text(concurrency_key, "concurrency_key")
         limit = target.concurrency_limit if concurrency_limit is None else concurrency_limit
         check_limit(limit)
-        bucket = rate_bucket_of(target, target._gd_initial, data)
+        bucket = rate_bucket_of(target, target._gd_initial, lambda: data)
         return cls(
             cls=target,
             state=data,

@@ -6,11 +6,17 @@ and again at every transition.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from gen_durable.domain import serialization
 from gen_durable.domain.ratelimit import RateLimit
 from gen_durable.domain.registry import Definable
 from gen_durable.errors import ValidationError
 from gen_durable.types import JSON
+
+StateOf = Callable[[], JSON]
+"""A state, read only when a function of the class needs it (a step's router parses the
+stored or new state's text only for a class with a concurrency key or rate limit)."""
 
 
 def concurrency_key_of(cls: Definable, state: JSON) -> str | None:
@@ -29,7 +35,7 @@ def concurrency_key_of(cls: Definable, state: JSON) -> str | None:
 
 
 def next_concurrency_key(
-    cls: Definable, held: str | None, before: JSON, after: JSON
+    cls: Definable, held: str | None, before: StateOf, after: StateOf
 ) -> tuple[bool, str | None]:
     """Whether a transition from state ``before`` to ``after`` moves the instance to another
     concurrency key, and to which: (changed, key).
@@ -42,12 +48,12 @@ def next_concurrency_key(
     if getattr(cls, "concurrency_key", None) is None:
         return False, None
     try:
-        derived = concurrency_key_of(cls, before) == held
+        derived = concurrency_key_of(cls, before()) == held
     except ValidationError:  # a function that fails on the old state never gave its key
         derived = False
     if not derived:
         return False, None
-    key = concurrency_key_of(cls, after)
+    key = concurrency_key_of(cls, after())
     return key != held, key
 
 
@@ -57,7 +63,7 @@ def rate_limit_of(cls: Definable, step: str) -> RateLimit | None:
     return limit
 
 
-def rate_bucket_of(cls: Definable, step: str, state: JSON) -> tuple[str, float] | None:
+def rate_bucket_of(cls: Definable, step: str, state: StateOf) -> tuple[str, float] | None:
     """(bucket key, weight) of step ``step`` for ``state``, or None when unlimited.
 
     A class-wide limit is one bucket for all steps; a per-step limit has its own. A
@@ -66,7 +72,7 @@ def rate_bucket_of(cls: Definable, step: str, state: JSON) -> tuple[str, float] 
     limit = rate_limit_of(cls, step)
     if limit is None:
         return None
-    typed = serialization.structure(state, cls._gd_state_type)
+    typed = serialization.structure(state(), cls._gd_state_type)
     scope = step if step in cls.rate_limits else "*"
     key = f"{cls.name}:{scope}:{limit.partition_of(typed)}"
     return serialization.check_text(key, "the rate limit bucket key"), limit.weight_of(typed)

@@ -24,7 +24,7 @@ from gen_durable.types import Child, Signal, Status
 
 
 def claim(
-    engine: Begins,
+    bind: Begins,
     queue: str,
     fsms: Sequence[str],
     limit: int,
@@ -33,13 +33,12 @@ def claim(
 ) -> list[Claimed]:
     """Claim up to ``limit`` runnable instances of ``fsms`` in ``queue``, in one transaction.
 
-    ``engine``: an Engine, or the connection a pick loop holds. The lease is ``owner``'s
-    for ``lease_seconds``. Emits the ``claim`` event once the
-    claim has committed.
+    ``bind``: an Engine, or the connection a pick loop holds. The lease is ``owner``'s
+    for ``lease_seconds``. Emits the ``claim`` event once the claim has committed.
     """
     if not fsms or limit < 1:
         return []
-    with engine.begin() as conn:
+    with bind.begin() as conn:
         rows = store.leases.claim(
             conn, queue, fsms, limit, owner, lease_seconds, None, rate_limit_of, known_to(fsms)
         )

@@ -64,6 +64,7 @@ class Executor:
         history: HistoryMode = "none",
     ) -> None:
         self._engine = engine
+        self._open_session = functools.partial(step_session.open_session, engine)
         self._history = history
         self._max_children = max_children
         self._committer = committer
@@ -180,7 +181,7 @@ class Executor:
             parent_id=claimed.parent_id,
             deadline=lease.deadline,
             cancel_event=lease.cancel,
-            session_factory=functools.partial(step_session.open_session, self._engine),
+            session_factory=self._open_session,
         )
         instance: registry.Definition | None = None
         what = "args" if cls._gd_kind == "job" else "state"
@@ -205,20 +206,20 @@ class Executor:
             if isinstance(outcome, RateLimited):
                 # The step re-runs from the state it was claimed with, as after a failure:
                 # its in-place changes are not stored.
-                text, router = None, steps.router(cls, claimed, claimed.stored_state())
+                text, router = None, steps.router(cls, claimed, claimed.stored_state)
             else:
                 # Checked now: a bad value fails the attempt that made it, not the next load.
                 new = serialization.encode_state(
                     outcome_state(outcome, ctx.state), cls._gd_state_type, what
                 )
-                text, router = new.text, steps.router(cls, claimed, new.data)
+                text, router = new.text, steps.router(cls, claimed, lambda: new.data)
             transition = decide(snap, outcome, text, route=router, seconds=_since(started))
             use_session = ctx.session_if_open is not None
         except RateLimitedError as refused:
             step_session.discard(ctx)
             try:
                 limited = RateLimited(max(0.0, refused.retry_after))
-                router = steps.router(cls, claimed, claimed.stored_state())
+                router = steps.router(cls, claimed, claimed.stored_state)
                 transition = decide(snap, limited, None, route=router, seconds=_since(started))
             except Exception as bad:  # a retry_after no outcome may carry: a failed attempt
                 transition = failed(bad)
@@ -318,7 +319,7 @@ class Executor:
                         snap,
                         Failure(error, 0.0, compensation),
                         new.text,
-                        route=steps.router(cls, claimed, new.data, safe=True),
+                        route=steps.router(cls, claimed, lambda: new.data, safe=True),
                         seconds=_since(started),
                     )
             except Exception as hook_exc:
@@ -335,7 +336,7 @@ class Executor:
             snap,
             Failure(error, delay, None),
             None,
-            route=steps.router(cls, claimed, claimed.stored_state(), safe=True),
+            route=steps.router(cls, claimed, claimed.stored_state, safe=True),
             seconds=_since(started),
         )
 

@@ -114,21 +114,24 @@ def as_outcome(cls: type[registry.Definition], value: Any) -> Outcome:
 
 
 def router(
-    cls: type[registry.Definition], claimed: Claimed, state: JSON, *, safe: bool = False
+    cls: type[registry.Definition],
+    claimed: Claimed,
+    state: routing.StateOf,
+    *,
+    safe: bool = False,
 ) -> Router:
     """The rate-limit bucket and concurrency key of the step a transition makes runnable,
-    for the state it stores. ``safe``: for a failure, whose recording matters more than
-    its route — a key or bucket function that raises leaves it unlimited, under its old key.
+    for the state it stores (read only if the class's limits need it). ``safe``: for a
+    failure, whose recording matters more than its route — a key or bucket function that
+    raises leaves it unlimited, under its old key.
     """
 
     def route(step: str) -> Route:
         try:
             bucket = routing.rate_bucket_of(cls, step, state)
-            rekey, key = False, None
-            if getattr(cls, "concurrency_key", None) is not None:  # else no need to parse
-                rekey, key = routing.next_concurrency_key(
-                    cls, claimed.concurrency_key, claimed.stored_state(), state
-                )
+            rekey, key = routing.next_concurrency_key(
+                cls, claimed.concurrency_key, claimed.stored_state, state
+            )
         except Exception:
             if not safe:
                 raise

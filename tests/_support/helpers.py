@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -158,17 +158,23 @@ def transition_for(row: Any, **fields: Any) -> Transition:
 
 
 def gen_durable_cli(
-    *args: str, dsn: str | None = None, timeout: float = 120
+    *args: str,
+    dsn: str | None = None,
+    timeout: float = 120,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``python -m gen_durable ARGS`` in a subprocess (the real entry point), with
-    ``GEN_DURABLE_DSN`` set to ``dsn`` or unset, tests/ on its path and as its cwd."""
-    env = {**os.environ, "PYTHONPATH": str(TESTS)}
-    env.pop("GEN_DURABLE_DSN", None)
+    ``GEN_DURABLE_DSN`` set to ``dsn`` or unset, ``GEN_DURABLE_SCHEMA`` unset, then
+    ``env`` added, tests/ on its path and as its cwd."""
+    unset = ("GEN_DURABLE_DSN", "GEN_DURABLE_SCHEMA")
+    full = {k: v for k, v in os.environ.items() if k not in unset}
+    full["PYTHONPATH"] = str(TESTS)
     if dsn is not None:
-        env["GEN_DURABLE_DSN"] = dsn
+        full["GEN_DURABLE_DSN"] = dsn
+    full.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "gen_durable", *args],
-        env=env,
+        env=full,
         cwd=TESTS,
         capture_output=True,
         text=True,

@@ -4,14 +4,12 @@ every command, env ``GEN_DURABLE_SCHEMA``), ``--log-format json`` and ``-v/-vv``
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
-import sys
 from typing import Any
 
 import pytest
-from _support.helpers import TESTS, wait_status, wait_until
+from _support.helpers import gen_durable_cli, wait_status, wait_until
 from procs.run_options_app import Tick
 from run_process import RunProcess
 from sqlalchemy import Engine, text
@@ -23,17 +21,7 @@ WORKER = ["--import", "procs.run_options_app", "--poll-interval", "0.2", "--grac
 
 
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "PYTHONPATH": str(TESTS)}
-    full.pop("GEN_DURABLE_SCHEMA", None)
-    full.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "gen_durable", *args],
-        env=full,
-        cwd=TESTS,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return gen_durable_cli(*args, env=env)
 
 
 def listed(*args: str, **env: str) -> list[dict[str, Any]]:

@@ -247,3 +247,80 @@ def test_a_committed_step_forgets_its_pack(engine: Engine) -> None:
     assert snapshot(engine, iid).result == ["one"]
     recorded = "SELECT count(*) FROM gen_durable.gd_instances WHERE await_pack IS NOT NULL"
     assert count(engine, recorded) == 0
+
+
+class Carrier(FSM):
+    """Parks on an any-of or an all-of await, or fails its first attempt after changing its
+    state in place, as its state's ``mode`` says."""
+
+    name = "batch.Carrier"
+    steps = ("wait", "go")
+
+    def wait(self, ctx: durable.Context) -> Any:
+        mode = ctx.state["mode"]
+        if mode == "fail" and ctx.attempt == 1:
+            ctx.state["deep"]["seen"].append("spoiled")
+            raise RuntimeError("the first attempt fails")
+        if mode == "any":
+            return Await("x", "y", then="go")
+        if mode == "all":
+            return Await("a", "b", all=True, then="go")
+        return Done()
+
+    def go(self, ctx: durable.Context) -> Done:
+        return Done()
+
+
+def test_one_claim_over_a_mixed_batch_gives_each_row_its_own_state_and_pack(
+    engine: Engine,
+) -> None:
+    """One claim takes rows awaiting any and all (signalled), a retry whose failed attempt
+    changed its state in place, and a fresh row; each claimed row's state (parsed from the
+    claim's text) and pack are its own, and the rows not signalled enough stay out."""
+
+    def state(n: int, mode: str) -> dict[str, Any]:
+        return {"n": n, "mode": mode, "deep": {"seen": [n, str(n)], "nested": {"k": n}}}
+
+    with Session(engine) as s, s.begin():
+        ids = {
+            name: durable.insert(s, Carrier, state=state(n, mode))
+            for n, (name, mode) in enumerate(
+                [
+                    ("any_signalled", "any"),
+                    ("any_silent", "any"),
+                    ("all_both", "all"),
+                    ("all_one", "all"),
+                    ("retrying", "fail"),
+                ]
+            )
+        }
+    drain(engine, fsms=[Carrier])  # the awaits park; the failing one is scheduled to retry
+    advance(engine, 3600)  # the retry is due: the scheduler's pass makes it runnable
+    with engine.begin() as conn:
+        store.maintenance.stage_due(conn, 1000, None)
+    with Session(engine) as s, s.begin():
+        _send(s, ids["any_signalled"], "x")
+        _send(s, ids["all_both"], "a", "b")
+        _send(s, ids["all_one"], "a")
+        ids["fresh"] = durable.insert(s, Carrier, state=state(5, "plain"))
+    expected_states = {
+        name: state(n, mode)
+        for name, n, mode in [
+            ("any_signalled", 0, "any"),
+            ("all_both", 2, "all"),
+            ("retrying", 4, "fail"),
+            ("fresh", 5, "plain"),
+        ]
+    }
+    claimed = claiming.claim(engine, "default", [Carrier.name], 50, "mixed", 30)
+
+    by_id = {c.id: c for c in claimed}
+    assert set(by_id) == {ids[name] for name in expected_states}
+    for name, want in expected_states.items():
+        row = by_id[ids[name]]
+        assert row.stored_state() == want, name
+        assert row.stored_state() is not row.stored_state()  # each use its own copy
+    assert [s.name for s in by_id[ids["any_signalled"]].awaited] == ["x"]
+    assert sorted(s.name for s in by_id[ids["all_both"]].awaited) == ["a", "b"]
+    assert by_id[ids["retrying"]].awaited == () and by_id[ids["fresh"]].awaited == ()
+    assert (by_id[ids["retrying"]].attempt, by_id[ids["fresh"]].attempt) == (2, 1)

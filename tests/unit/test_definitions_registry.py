@@ -386,7 +386,9 @@ def test_a_derived_concurrency_key_is_recomputed_and_a_given_one_stays() -> None
             return None
 
     def move(held: str | None, before: int, after: int) -> tuple[bool, str | None]:
-        return routing.next_concurrency_key(Account, held, {"account": before}, {"account": after})
+        return routing.next_concurrency_key(
+            Account, held, lambda: {"account": before}, lambda: {"account": after}
+        )
 
     assert move("account:1", 1, 2) == (True, "account:2")
     assert move("account:1", 1, 1) == (False, "account:1")
@@ -401,4 +403,7 @@ def test_a_derived_concurrency_key_is_recomputed_and_a_given_one_stays() -> None
         def perform(self, args: Any) -> None:
             return None
 
-    assert routing.next_concurrency_key(Plain, "given", None, None) == (False, None)
+    def unread() -> Any:
+        raise AssertionError("a class without a key function never reads the state")
+
+    assert routing.next_concurrency_key(Plain, "given", unread, unread) == (False, None)
