@@ -48,7 +48,7 @@ class Limited(durable.Job):
 
 
 SERVED = [jobs.Noop.name, Keyed.name, Limited.name]
-_BUCKET = rate_bucket_of(Limited, "perform", None)
+_BUCKET = rate_bucket_of(Limited, "perform", lambda: None)
 assert _BUCKET is not None
 BUCKET = _BUCKET[0]
 
