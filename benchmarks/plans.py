@@ -115,7 +115,7 @@ def short_arrays(plan: str) -> str:
 
 
 def _claim(conn: Connection, fsm: str, queue: str, limit: int, lease: float = 30) -> list[Any]:
-    return store.leases.claim(conn, queue, [fsm], limit, OWNER, lease, None)
+    return store.claims.claim(conn, queue, [fsm], limit, OWNER, lease, None)
 
 
 def _done(row: Any) -> Transition:

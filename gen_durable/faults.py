@@ -38,7 +38,8 @@ ENV = "GEN_DURABLE_FAULTS"
 """Fault rules for this process, read once at import (for reliability tests only)."""
 
 POINTS: dict[str, str] = {
-    "claim": "inside the claim's transaction, after the rows were leased",
+    "claim": "in the claim's transaction, after the rows were leased (for rows leased at "
+    "once: committed, then given back if it raises)",
     "after_claim": "after the claim committed, before the steps are scheduled",
     "in_step": "on the worker thread, before the step's code runs",
     "before_commit": "after the step returned, before its transition is committed",

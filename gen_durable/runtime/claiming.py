@@ -8,12 +8,14 @@ await and the children of its latest Spawn.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine, Row
 
 from gen_durable import events, faults, store
+from gen_durable.clock import monotonic
 from gen_durable.domain import definitions as registry
 from gen_durable.domain import routing, versioning
 from gen_durable.domain.ratelimit import RateLimit
@@ -21,6 +23,8 @@ from gen_durable.runtime.held import Begins
 from gen_durable.runtime.inflight import Lease
 from gen_durable.runtime.steps import Claimed
 from gen_durable.types import Child, Signal, Status
+
+log = logging.getLogger("gen_durable.runtime")
 
 
 def claim(
@@ -30,26 +34,106 @@ def claim(
     limit: int,
     owner: str,
     lease_seconds: float,
+    *,
+    at_once: bool = False,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` runnable instances of ``fsms`` in ``queue``, in one transaction.
+    """Claim up to ``limit`` runnable instances of ``fsms`` in ``queue``.
 
     ``bind``: an Engine, or the connection a pick loop holds. The lease is ``owner``'s
     for ``lease_seconds``. Emits the ``claim`` event once the claim has committed.
+
+    ``at_once`` (on a claim session's connection, see
+    :func:`gen_durable.store.claims.claim_at_once`): first lease what needs no admission
+    in a single statement, committed as it completes, and claim in a transaction only
+    for the rest (concurrency keys, rate limits, a queue's global limit) and for the
+    signal packs and children of the rows leased. Rows it leased are given back if
+    what follows fails, so that they need not wait for the reaper.
     """
-    if not fsms or limit < 1:
-        return []
-    with bind.begin() as conn:
-        rows = store.leases.claim(
-            conn, queue, fsms, limit, owner, lease_seconds, None, rate_limit_of, known_to(fsms)
+    return _claim(bind, queue, fsms, limit, owner, lease_seconds, at_once)[0]
+
+
+class Claims:
+    """One pick loop's claims: in a single statement while its queue's rows need no
+    admission (:func:`claim` with ``at_once``); after a claim found rows that do, in a
+    transaction for :data:`AT_ONCE_AGAIN_SECONDS`, then at once again."""
+
+    def __init__(self, bind: Begins, queue: str, owner: str, lease_seconds: float) -> None:
+        self._bind = bind
+        self._queue = queue
+        self._owner = owner
+        self._lease_seconds = lease_seconds
+        self._in_transaction_until = 0.0
+
+    def __call__(self, fsms: Sequence[str], limit: int) -> list[Claimed]:
+        """Claim up to ``limit`` runnable instances of ``fsms``."""
+        at_once = monotonic() >= self._in_transaction_until
+        claimed, admitting = _claim(
+            self._bind, self._queue, fsms, limit, self._owner, self._lease_seconds, at_once
         )
-        if faults.active is not None:
-            faults.hit("claim", conn)
-        waking = [r.id for r in rows if r.await_names]
-        pending = store.signals.pending_for(conn, waking) if waking else []
-        parents = [r.id for r in rows if r.children_from is not None]
-        kids = store.children.latest_of(conn, parents)
-        claimed, built = to_claimed(rows, pending, kids)
-        store.signals.record_packs(conn, built)
+        if at_once and admitting:
+            self._in_transaction_until = monotonic() + AT_ONCE_AGAIN_SECONDS
+        return claimed
+
+
+AT_ONCE_AGAIN_SECONDS = 1.0
+"""How long a pick loop claims in a transaction once its queue had rows to admit (keys,
+rate limits, a global limit): trying at once first would cost such claims a round trip."""
+
+
+def _claim(
+    bind: Begins,
+    queue: str,
+    fsms: Sequence[str],
+    limit: int,
+    owner: str,
+    lease_seconds: float,
+    at_once: bool,
+) -> tuple[list[Claimed], bool]:
+    """The claimed rows; and whether the claim at once found rows to admit."""
+    if not fsms or limit < 1:
+        return [], False
+    known = known_to(fsms)
+    early: list[Row[Any]] = []
+    admitting = False
+    try:
+        with bind.begin() as conn:
+            found = None
+            if at_once:
+                found = store.claims.claim_at_once(
+                    conn, queue, fsms, limit, owner, lease_seconds, None, known
+                )
+            if found is None:
+                rows = store.claims.claim(
+                    conn, queue, fsms, limit, owner, lease_seconds, None, rate_limit_of, known
+                )
+            else:
+                early, admitting = found
+                rows = list(early)
+                if admitting and len(rows) < limit:
+                    rows += store.claims.claim(
+                        conn,
+                        queue,
+                        fsms,
+                        limit - len(rows),
+                        owner,
+                        lease_seconds,
+                        None,
+                        rate_limit_of,
+                        known,
+                    )
+                    rows.sort(key=lambda r: (r.priority, r.run_at, r.id))
+            if faults.active is not None:
+                faults.hit("claim", conn)
+            waking = [r.id for r in rows if r.await_names]
+            pending = store.signals.pending_for(conn, waking) if waking else []
+            parents = [r.id for r in rows if r.children_from is not None]
+            kids = store.children.latest_of(conn, parents)
+            claimed, built = to_claimed(rows, pending, kids)
+            store.signals.record_packs(conn, built)
+    except BaseException:
+        if early:
+            _give_back(bind, early)
+        raise
     if faults.active is not None:
         faults.hit("after_claim")
     if claimed and events.active("claim"):
@@ -60,7 +144,18 @@ def claim(
             count=len(claimed),
             instance_ids=[c.id for c in claimed],
         )
-    return claimed
+    return claimed, admitting
+
+
+def _give_back(bind: Begins, rows: Sequence[Row[Any]]) -> None:
+    """Rows a failed claim had leased at once, runnable again (best effort: else the
+    reaper returns them once their leases expire)."""
+    try:
+        with bind.begin() as conn:
+            store.leases.release(conn, [(r.id, r.lease_token) for r in rows], None)
+            store.notify.notify(conn, {r.queue for r in rows})
+    except Exception as exc:
+        log.warning("giving back %d claimed row(s) failed: %s", len(rows), exc)
 
 
 def release(engine: Engine, leases: Sequence[Lease], ran_on: str | None = None) -> list[int]:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 
+from gen_durable import store
 from gen_durable.clock import monotonic
 from gen_durable.runtime import claiming
 from gen_durable.runtime.executor import Executor
@@ -77,7 +78,10 @@ class Dispatcher:
         self.queue = queue
         self.concurrency = concurrency
         self._engine = engine
-        self._held = HeldConnection(engine)
+        self._held = HeldConnection(
+            engine, session=(store.claims.begin_claim_session, store.claims.end_claim_session)
+        )
+        self._claims = claiming.Claims(self._held, queue, node_id, lease_seconds)
         self._executor = executor
         self._pool = pool
         self._node_id = node_id
@@ -241,9 +245,7 @@ class Dispatcher:
             log_failure(log, logging.WARNING, f"giving back {len(leases)} claim(s)", exc, then)
 
     def _claim(self, limit: int) -> list[Claimed]:
-        claimed = claiming.claim(
-            self._held, self.queue, self._fsms(), limit, self._node_id, self._lease_seconds
-        )
+        claimed = self._claims(self._fsms(), limit)
         self.claimed_total += len(claimed)
         return claimed
 

@@ -132,6 +132,30 @@ def execute(
     return pipelined(conn, [(stmt, params)])[0]
 
 
+def prepares(conn: Connection) -> bool:
+    """Whether ``conn`` sends its statements as server-side prepared ones (not with
+    ``prepare_threshold=None``, as behind PgBouncer in transaction pooling)."""
+    driver = conn.connection.driver_connection
+    return getattr(driver, "prepare_threshold", 0) is not None
+
+
+def committed(
+    conn: Connection, stmt: Executable, params: Mapping[str, Any] | None = None
+) -> list[Any]:
+    """Run a prebuilt statement as a transaction of its own, committed as it completes
+    (one round trip: no BEGIN, no COMMIT). ``conn``'s transaction must not have begun
+    on the server; the statements after this one begin it as usual."""
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    if driver.info.transaction_status != TransactionStatus.IDLE:
+        raise RuntimeError("a statement committed on its own needs an idle connection")
+    driver.autocommit = True
+    try:
+        return pipelined(conn, [(stmt, params)])[0]
+    finally:
+        driver.autocommit = False
+
+
 def pipelined(conn: Connection, calls: Sequence[Call]) -> list[list[Any]]:
     """Run statements in ``conn``'s transaction in one network round trip (psycopg's
     pipeline mode; the transaction's BEGIN, when it is the first, travels with them).
@@ -151,7 +175,11 @@ def pipelined(conn: Connection, calls: Sequence[Call]) -> list[list[Any]]:
             # before that would cost a second round trip for the exit's own Sync.
             with (
                 driver.pipeline()
-                if len(calls) > 1 or driver.info.transaction_status == TransactionStatus.IDLE
+                if len(calls) > 1
+                or (
+                    driver.info.transaction_status == TransactionStatus.IDLE
+                    and not driver.autocommit
+                )
                 else contextlib.nullcontext()
             ):
                 for stmt, params in calls:

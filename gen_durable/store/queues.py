@@ -39,6 +39,10 @@ ALLOWANCE = func.coalesce(
 """How many rows a claim may lease: its ``limit``, or what the queue's global concurrency
 limit leaves (its running rows, across every runner, are counted)."""
 
+UNLIMITED = ~exists().where(Q.c.name == param("queue", "text"), Q.c.concurrency_limit.is_not(None))
+"""The queue (the ``queue`` parameter) has no global concurrency limit: a claim may lease
+its rows without :data:`LOCK_LIMITED` first."""
+
 LOCK_LIMITED = (
     select(Q.c.name)
     .where(Q.c.name == param("queue", "text"), Q.c.concurrency_limit.is_not(None))

@@ -147,7 +147,8 @@ _RECORD_PACKS = (
 def record_packs(conn: Connection, packs: Mapping[int, Sequence[int]]) -> None:
     """Record the pack (signal ids) a claim built for each instance, in one statement.
 
-    Runs in the claim's transaction, so the record exists exactly when the claim does:
+    Runs in the claim's transaction (for rows leased at once, in the next one, before any
+    of their steps starts), so the record exists before the step's first attempt does:
     every later attempt of the step — after a raise, a ``RateLimited`` re-run, a crash or
     a lost lease — is handed the same signals, whatever arrived since.
     """

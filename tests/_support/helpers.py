@@ -143,7 +143,7 @@ class RunnerProcesses:
 
 
 def transition_for(row: Any, **fields: Any) -> Transition:
-    """A transition for a row claimed by hand (``store.leases.claim``): ``done`` unless
+    """A transition for a row claimed by hand (``store.claims.claim``): ``done`` unless
     ``fields`` say otherwise."""
     record: dict[str, Any] = {
         "instance_id": row.id,

@@ -117,7 +117,7 @@ def test_spawn_commits_its_children_with_the_transition_or_not_at_all(joins: Eng
 
     iid = insert(joins, MapReduce, state={"numbers": [1, 2, 3]})
     with joins.begin() as conn:
-        (row,) = store.leases.claim(conn, "default", ["children.MapReduce"], 1, "t", 30, None)
+        (row,) = store.claims.claim(conn, "default", ["children.MapReduce"], 1, "t", 30, None)
     good = transition_for(
         row,
         kind="spawn",
@@ -149,7 +149,7 @@ def test_two_completions_racing_on_the_parent_row_wake_it_exactly_once(joins: En
 
     iid = insert(joins, MapReduce, state={"numbers": [1, 2]})
     with joins.begin() as conn:
-        (row,) = store.leases.claim(conn, "default", ["children.MapReduce"], 1, "t", 30, None)
+        (row,) = store.claims.claim(conn, "default", ["children.MapReduce"], 1, "t", 30, None)
     spawn = transition_for(
         row,
         kind="spawn",
@@ -161,7 +161,7 @@ def test_two_completions_racing_on_the_parent_row_wake_it_exactly_once(joins: En
     with joins.begin() as conn:
         store.transitions.commit(conn, [spawn], None)
     with joins.begin() as conn:
-        kids = store.leases.claim(conn, "default", ["children.Square"], 2, "t", 30, None)
+        kids = store.claims.claim(conn, "default", ["children.Square"], 2, "t", 30, None)
     first, second = (transition_for(k, result=1) for k in kids)
     results: dict[str, Any] = {}
     with joins.connect() as holder:
@@ -270,7 +270,7 @@ def test_a_child_the_reaper_fails_does_not_strand_its_parent(joins: Engine) -> N
     with Runner(joins, queues={"default": 2}, reaper_interval=0.1, **FAST):
         wait_until(lambda: len(children_rows(joins, iid)) == 2)
         with joins.begin() as conn:  # a worker claims the child, then dies
-            claimed = store.leases.claim(conn, "stuck", ["children.Exhausted"], 1, "x", 0.2, None)
+            claimed = store.claims.claim(conn, "stuck", ["children.Exhausted"], 1, "x", 0.2, None)
         assert len(claimed) == 1
         done = wait_status(joins, iid, "done")
     assert [c["status"] for c in done.result] == ["failed", "done"]

@@ -1,7 +1,7 @@
 """Concurrency keys without head-of-line delay: a long backlog on one key at its limit does
 not hold up instances on other keys queued behind it.
 
-Counts claims, never times: the real claim path (``store.leases.claim``) is called by
+Counts claims, never times: the real claim path (``store.claims.claim``) is called by
 hand with as many free slots as a small runner would have.
 """
 
@@ -37,7 +37,7 @@ class Keyed(FSM):
 
 def _claim(engine: Engine, limit: int) -> list[Any]:
     with engine.begin() as conn:
-        return store.leases.claim(conn, "default", FSMS, limit, "n", 30, None)
+        return store.claims.claim(conn, "default", FSMS, limit, "n", 30, None)
 
 
 def _insert(engine: Engine, specs: list[Any]) -> list[int]:
@@ -139,7 +139,7 @@ def test_bulk_blocking_skips_rows_locked_elsewhere_and_never_waits(engine: Engin
         )
         with engine.connect() as conn, conn.begin():
             conn.execute(text("SET LOCAL lock_timeout = '5s'"))
-            taken = store.leases.claim(conn, "default", FSMS, 3, "n", 30, None)
+            taken = store.claims.claim(conn, "default", FSMS, 3, "n", 30, None)
         tx.commit()
     assert taken == []
     assert snapshot(engine, hot[5]).status == "available"
@@ -198,10 +198,10 @@ def test_blocking_a_full_keys_rows_walks_the_keys_index(backlog: Engine, prepare
     """The bulk block reads the full key's rows from its own index (a Seq Scan, or a walk
     of the picker's index, would read the whole queue's backlog), plain or prepared."""
     with backlog.connect() as conn, conn.begin() as tx:
-        store.leases.claim(conn, "default", FSMS, 1, "n", 30, None)  # "hot" is now full
+        store.claims.claim(conn, "default", FSMS, 1, "n", 30, None)  # "hot" is now full
         found = explain_each(
             conn,
-            lambda: store.leases.claim(conn, "default", FSMS, 10, "n", 30, None),
+            lambda: store.claims.claim(conn, "default", FSMS, 10, "n", 30, None),
             lambda sql: "blocked" in sql and "gd_instances" in sql,
             prepared=prepared,
         )

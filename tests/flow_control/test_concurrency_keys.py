@@ -141,7 +141,7 @@ class Keyed(FSM):
 
 def _claim(engine: Engine, limit: int = 10) -> list[Any]:
     with engine.begin() as conn:
-        return store.leases.claim(conn, "default", ["ck.Keyed"], limit, "n", 30, None)
+        return store.claims.claim(conn, "default", ["ck.Keyed"], limit, "n", 30, None)
 
 
 def _done(row: Any) -> Transition:
@@ -179,7 +179,7 @@ def test_a_release_waits_for_a_claimer_deciding_on_the_same_key(engine: Engine) 
     [holder] = _claim(engine, 1)
     with engine.connect() as claimer:
         tx = claimer.begin()
-        assert store.leases.claim(claimer, "default", ["ck.Keyed"], 10, "n", 30, None) == []
+        assert store.claims.claim(claimer, "default", ["ck.Keyed"], 10, "n", 30, None) == []
         result: dict[str, Any] = {}
 
         def finish_holder() -> None:

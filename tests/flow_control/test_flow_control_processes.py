@@ -95,7 +95,7 @@ T0 = datetime(2030, 1, 1, tzinfo=UTC)
 def _claim_metered(engine: Engine, at: float, limit: int) -> list[int]:
     with engine.begin() as conn:
         at_time = T0 + timedelta(seconds=at)
-        rows = store.leases.claim(
+        rows = store.claims.claim(
             conn, "default", [Metered.name], limit, "n", 30, at_time, rate_limit_of
         )
     return [r.id for r in rows]

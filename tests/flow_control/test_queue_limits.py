@@ -97,7 +97,7 @@ def test_claims_of_a_limited_queue_wait_for_each_other(engine: Engine) -> None:
 
         def claim() -> None:
             with engine.begin() as conn:
-                rows = store.leases.claim(conn, "limited", [Held.name], 10, "t", 30, None)
+                rows = store.claims.claim(conn, "limited", [Held.name], 10, "t", 30, None)
             result["ids"] = [r.id for r in rows]
 
         thread = threading.Thread(target=claim)
@@ -120,7 +120,7 @@ def test_an_unlimited_queue_takes_no_lock(engine: Engine) -> None:
         )
         with engine.begin() as conn:  # would block (and time out) if it took the lock
             conn.execute(text("SET LOCAL lock_timeout = '2s'"))
-            rows = store.leases.claim(conn, "limited", [Held.name], 10, "t", 30, None)
+            rows = store.claims.claim(conn, "limited", [Held.name], 10, "t", 30, None)
         holder.rollback()
     assert len(rows) == 3
 

@@ -27,7 +27,7 @@ class Task(Job):
 
 def _claim(engine: Engine, limit: int = 10) -> list[int]:
     with engine.begin() as conn:
-        return [r.id for r in store.leases.claim(conn, "default", ["q.Task"], limit, "n", 30, None)]
+        return [r.id for r in store.claims.claim(conn, "default", ["q.Task"], limit, "n", 30, None)]
 
 
 def test_claims_follow_priority_then_fifo(engine: Engine) -> None:

@@ -91,7 +91,7 @@ class Priced(FSM):
 
 def _claim(engine: Engine, now: datetime, limit: int = 10) -> list[int]:
     with engine.begin() as conn:
-        rows = store.leases.claim(
+        rows = store.claims.claim(
             conn, "default", ["rl.Priced"], limit, "n", 30, now, rate_limit_of
         )
     return [r.id for r in rows]
@@ -180,7 +180,7 @@ def test_refusals_of_one_bucket_in_one_commit_group_become_one_debt(engine: Engi
     with Session(engine) as s, s.begin():
         ids = durable.insert_all(s, [Remote.new(state={"tenant": "t"}) for _ in range(2)])
     with engine.begin() as conn:
-        rows = store.leases.claim(conn, "default", [Remote.name], 10, "n", 30, T0, rate_limit_of)
+        rows = store.claims.claim(conn, "default", [Remote.name], 10, "n", 30, T0, rate_limit_of)
     assert sorted(r.id for r in rows) == sorted(ids)
     bucket = Route(rate_key="rl.Remote:*:t", rate_weight=1.0)
     transitions = [

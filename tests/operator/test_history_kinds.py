@@ -149,7 +149,7 @@ def test_one_timer_pass_records_the_timeouts_of_the_classes_that_keep_them(
 def claim_and_lapse(engine: Engine, fsm: str) -> None:
     """Claim the instance of ``fsm`` that is runnable, and let its lease lapse."""
     with engine.begin() as conn:
-        (row,) = store.leases.claim(conn, "default", [fsm], 1, "lost-node", 30, None)
+        (row,) = store.claims.claim(conn, "default", [fsm], 1, "lost-node", 30, None)
         conn.execute(
             text(
                 "UPDATE gen_durable.gd_instances SET lease_expires_at = now() - interval '1s' "
@@ -190,7 +190,7 @@ def test_the_reaper_records_the_failure_of_a_last_lost_lease_not_an_earlier_one(
             text("UPDATE gen_durable.gd_instances SET max_attempts = 1 WHERE id = :id"),
             {"id": kept_nothing},
         )
-        (row,) = store.leases.claim(conn, "q", [Quiet.name], 1, "lost-node", 30, None)
+        (row,) = store.claims.claim(conn, "q", [Quiet.name], 1, "lost-node", 30, None)
         conn.execute(
             text(
                 "UPDATE gen_durable.gd_instances SET lease_expires_at = now() - interval '1s' "

@@ -41,7 +41,7 @@ def limited_pair(engine: Engine) -> tuple[int, int, datetime]:
         )
     t0 = db_now(engine)
     with engine.begin() as conn:
-        claimed = store.leases.claim(
+        claimed = store.claims.claim(
             conn, "default", [Limited.name], 10, "n", 30, t0, rate_limit_of
         )
     assert [r.id for r in claimed] == [first]

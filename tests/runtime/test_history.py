@@ -189,7 +189,7 @@ def test_a_fenced_out_commit_writes_no_history(db: Engine) -> None:
 def _claimed(engine: Engine, cls: type[durable.FSM], n: int) -> list[Any]:
     add(engine, *(cls.new() for _ in range(n)))
     with engine.begin() as conn:
-        return list(store.leases.claim(conn, "default", [cls.name], n, "test", 30, None))
+        return list(store.claims.claim(conn, "default", [cls.name], n, "test", 30, None))
 
 
 def _done(row: Any, *, token: uuid.UUID | None = None) -> Transition:

@@ -29,7 +29,7 @@ class Parked(FSM):
 
 def _claim_one(engine: Engine) -> Any:
     with engine.begin() as conn:
-        rows = store.leases.claim(conn, "default", ["race.Parked"], 1, "test-node", 30, None)
+        rows = store.claims.claim(conn, "default", ["race.Parked"], 1, "test-node", 30, None)
     assert len(rows) == 1
     return rows[0]
 
@@ -165,7 +165,7 @@ def test_a_row_locked_from_outside_does_not_stall_a_grouped_commit(engine: Engin
     with Session(engine) as s, s.begin():
         ids = durable.insert_all(s, [Parked.new(), Parked.new()])
     with engine.begin() as conn:
-        rows = store.leases.claim(conn, "default", ["race.Parked"], 2, "n", 30, None)
+        rows = store.claims.claim(conn, "default", ["race.Parked"], 2, "n", 30, None)
     assert sorted(r.id for r in rows) == sorted(ids)
     committed: list[Any] = []
     from gen_durable.runtime.committer import Committer

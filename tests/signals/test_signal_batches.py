@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 import gen_durable as durable
 from gen_durable import FSM, Await, Done, RateLimited, Runner, store
 from gen_durable.runtime import claiming
+from gen_durable.runtime.held import HeldConnection
 from gen_durable.testing import advance, drain
 
 FAST = {"lease": 5.0, "poll_interval": 0.2, "grace": 5.0}
@@ -271,12 +272,14 @@ class Carrier(FSM):
         return Done()
 
 
+@pytest.mark.parametrize("at_once", [False, True], ids=["in_transaction", "at_once"])
 def test_one_claim_over_a_mixed_batch_gives_each_row_its_own_state_and_pack(
-    engine: Engine,
+    engine: Engine, at_once: bool
 ) -> None:
     """One claim takes rows awaiting any and all (signalled), a retry whose failed attempt
     changed its state in place, and a fresh row; each claimed row's state (parsed from the
-    claim's text) and pack are its own, and the rows not signalled enough stay out."""
+    claim's text) and pack are its own, and the rows not signalled enough stay out. The
+    same with the pick loop's claim at once (its packs built after the lease committed)."""
 
     def state(n: int, mode: str) -> dict[str, Any]:
         return {"n": n, "mode": mode, "deep": {"seen": [n, str(n)], "nested": {"k": n}}}
@@ -312,7 +315,12 @@ def test_one_claim_over_a_mixed_batch_gives_each_row_its_own_state_and_pack(
             ("fresh", 5, "plain"),
         ]
     }
-    claimed = claiming.claim(engine, "default", [Carrier.name], 50, "mixed", 30)
+    session = (store.claims.begin_claim_session, store.claims.end_claim_session)
+    held = HeldConnection(engine, session=session)
+    try:
+        claimed = claiming.claim(held, "default", [Carrier.name], 50, "mixed", 30, at_once=at_once)
+    finally:
+        held.close()
 
     by_id = {c.id: c for c in claimed}
     assert set(by_id) == {ids[name] for name in expected_states}

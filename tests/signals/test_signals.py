@@ -135,7 +135,7 @@ def _park(engine: Engine, timeout: float) -> int:
     """An Approval parked on its await, committed by hand (no runner)."""
     iid = insert(engine, Approval, state={"t": timeout})
     with engine.begin() as conn:
-        row = store.leases.claim(conn, "default", ["sig.Approval"], 1, "t", 30, None)[0]
+        row = store.claims.claim(conn, "default", ["sig.Approval"], 1, "t", 30, None)[0]
     parked = transition_for(
         row,
         kind="await",

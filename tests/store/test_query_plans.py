@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 import gen_durable as durable
 from gen_durable import Job, store
 from gen_durable.domain.decide import Transition
+from gen_durable.store import _fast
 
 FINISHED = 50_000
 SCHEDULED = 50_000
@@ -56,7 +57,7 @@ SEED = [
 
 
 def _claim(conn: Connection, limit: int, lease: float = 30.0) -> list[Any]:
-    return store.leases.claim(conn, "default", [PlanJob.name], limit, "plans", lease, None)
+    return store.claims.claim(conn, "default", [PlanJob.name], limit, "plans", lease, None)
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,12 @@ def claim_case(conn: Connection) -> Callable[[], object]:
     return lambda: _claim(conn, 50)
 
 
+def claim_at_once_case(conn: Connection) -> Callable[[], object]:
+    # claim_at_once's statement, in this test's transaction (run at once, it would commit)
+    params = store.claims._claim_params("default", [PlanJob.name], 50, "plans", 30.0, None, None)
+    return lambda: _fast.execute(conn, store.claims._CLAIM_AT_ONCE, params)
+
+
 def commit_case(conn: Connection) -> Callable[[], object]:
     rows = _claim(conn, 50)
     return lambda: store.transitions.commit(conn, [_done(r) for r in rows], None)
@@ -131,6 +138,7 @@ def reaper_case(conn: Connection) -> Callable[[], object]:
 # xfail while it shows — the problem is described in docs/performance.md)
 CASES: dict[str, tuple[Case, set[str], str | None]] = {
     "claim": (claim_case, {"ix_gd_instances_pick"}, None),
+    "claim_at_once": (claim_at_once_case, {"ix_gd_instances_pick"}, None),
     "commit": (commit_case, {"pk_gd_instances"}, None),
     "heartbeat": (heartbeat_case, {"pk_gd_instances"}, None),
     "timers": (timers_case, {"ix_gd_instances_due"}, None),
@@ -211,8 +219,9 @@ def backlog_only(db_factory: DatabaseFactory) -> Iterator[Engine]:
         db_factory.drop(name)
 
 
+@pytest.mark.parametrize("case", [claim_case, claim_at_once_case], ids=["claim", "at_once"])
 def test_prepared_claim_walks_the_picker_when_the_table_is_all_backlog(
-    backlog_only: Engine,
+    backlog_only: Engine, case: Case
 ) -> None:
     """Regression: the claim's generic plan had its own constants as parameters
     (``status = $2``), so it could not use the picker's partial index, and estimated its
@@ -222,7 +231,7 @@ def test_prepared_claim_walks_the_picker_when_the_table_is_all_backlog(
     with backlog_only.connect() as conn, conn.begin() as tx:
         # The plan a prepared statement may settle on: the generic one.
         conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
-        found = explain_each(conn, claim_case(conn), _touches_instances, prepared=True)
+        found = explain_each(conn, case(conn), _touches_instances, prepared=True)
         tx.rollback()
     _check(found, {"ix_gd_instances_pick"}, None)
     assert not any("Sort" in {n["Node Type"] for n in nodes(plan)} for _, plan in found)

@@ -112,7 +112,7 @@ def test_no_statement_of_gen_durable_reads_a_table_of_an_enclosing_level_unalias
     quiet = sorted(set(storage_functions()) - capture.senders - UNSENT)
     assert not quiet, f"storage functions the workload never ran (add them to it): {quiet}"
     built = prebuilt()
-    assert {"gen_durable.store.signals._WAKE", "gen_durable.store.leases._CLAIM"} <= set(built)
+    assert {"gen_durable.store.signals._WAKE", "gen_durable.store.claims._CLAIM"} <= set(built)
     statements: dict[str, tuple[str, str]] = {}
     for name, sql in built.items():
         statements.setdefault(statement_key(sql), (name, sql))

@@ -82,7 +82,7 @@ def test_one_claim_takes_exactly_the_rows_their_own_class_knows(engine: Engine) 
     elsewhere = place(engine, Alpha, "start", 2, queue="other")
     known = claim_keys([Alpha, Beta])
     with engine.begin() as conn:
-        rows = store.leases.claim(
+        rows = store.claims.claim(
             conn, "q", [Alpha.name, Beta.name], 50, "runner", 60, None, None, known
         )
     assert {r.id for r in rows} == claimable
@@ -91,5 +91,5 @@ def test_one_claim_takes_exactly_the_rows_their_own_class_knows(engine: Engine) 
             assert store.instances.fetch(conn, iid).status == "available"  # type: ignore[union-attr]
     # Without the filter (a caller that claims by hand) every row of the queue is taken.
     with engine.begin() as conn:
-        rest = store.leases.claim(conn, "q", [Alpha.name, Beta.name], 50, "runner", 60, None)
+        rest = store.claims.claim(conn, "q", [Alpha.name, Beta.name], 50, "runner", 60, None)
     assert {r.id for r in rest} == left

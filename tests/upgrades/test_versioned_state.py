@@ -106,7 +106,7 @@ def test_eager_upgrade_in_batches_skips_rows_a_runner_holds(engine: Engine, db_u
     ids = [insert(engine, old, f"u{i}@example.com") for i in range(7)]
     held = ids[3]
     with engine.begin() as conn:  # a runner's claim: the first row is running
-        [running] = store.leases.claim(conn, "default", [old.name], 1, "runner", 60, None)
+        [running] = store.claims.claim(conn, "default", [old.name], 1, "runner", 60, None)
     assert running.id == ids[0]
     with engine.connect() as holder:
         # A runner's claim or commit holds this row's lock: the upgrade must not wait.
