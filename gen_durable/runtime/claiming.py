@@ -49,30 +49,7 @@ def claim(
     signal packs and children of the rows leased. Rows it leased are given back if
     what follows fails, so that they need not wait for the reaper.
     """
-    return _claim(bind, queue, fsms, limit, owner, lease_seconds, at_once)[0]
-
-
-class Claims:
-    """One pick loop's claims: in a single statement while its queue's rows need no
-    admission (:func:`claim` with ``at_once``); after a claim found rows that do, in a
-    transaction for :data:`AT_ONCE_AGAIN_SECONDS`, then at once again."""
-
-    def __init__(self, bind: Begins, queue: str, owner: str, lease_seconds: float) -> None:
-        self._bind = bind
-        self._queue = queue
-        self._owner = owner
-        self._lease_seconds = lease_seconds
-        self._in_transaction_until = 0.0
-
-    def __call__(self, fsms: Sequence[str], limit: int) -> list[Claimed]:
-        """Claim up to ``limit`` runnable instances of ``fsms``."""
-        at_once = monotonic() >= self._in_transaction_until
-        claimed, admitting = _claim(
-            self._bind, self._queue, fsms, limit, self._owner, self._lease_seconds, at_once
-        )
-        if at_once and admitting:
-            self._in_transaction_until = monotonic() + AT_ONCE_AGAIN_SECONDS
-        return claimed
+    return Claims(bind, queue, owner, lease_seconds, at_once=at_once)(fsms, limit)
 
 
 AT_ONCE_AGAIN_SECONDS = 1.0
@@ -80,71 +57,71 @@ AT_ONCE_AGAIN_SECONDS = 1.0
 rate limits, a global limit): trying at once first would cost such claims a round trip."""
 
 
-def _claim(
-    bind: Begins,
-    queue: str,
-    fsms: Sequence[str],
-    limit: int,
-    owner: str,
-    lease_seconds: float,
-    at_once: bool,
-) -> tuple[list[Claimed], bool]:
-    """The claimed rows; and whether the claim at once found rows to admit."""
-    if not fsms or limit < 1:
-        return [], False
-    known = known_to(fsms)
-    early: list[Row[Any]] = []
-    admitting = False
-    try:
-        with bind.begin() as conn:
-            found = None
-            if at_once:
-                found = store.claims.claim_at_once(
-                    conn, queue, fsms, limit, owner, lease_seconds, None, known
-                )
-            if found is None:
-                rows = store.claims.claim(
-                    conn, queue, fsms, limit, owner, lease_seconds, None, rate_limit_of, known
-                )
-            else:
-                early, admitting = found
-                rows = list(early)
-                if admitting and len(rows) < limit:
-                    rows += store.claims.claim(
-                        conn,
-                        queue,
-                        fsms,
-                        limit - len(rows),
-                        owner,
-                        lease_seconds,
-                        None,
-                        rate_limit_of,
-                        known,
-                    )
-                    rows.sort(key=lambda r: (r.priority, r.run_at, r.id))
-            if faults.active is not None:
-                faults.hit("claim", conn)
-            waking = [r.id for r in rows if r.await_names]
-            pending = store.signals.pending_for(conn, waking) if waking else []
-            parents = [r.id for r in rows if r.children_from is not None]
-            kids = store.children.latest_of(conn, parents)
-            claimed, built = to_claimed(rows, pending, kids)
-            store.signals.record_packs(conn, built)
-    except BaseException:
-        if early:
-            _give_back(bind, early)
-        raise
-    if faults.active is not None:
-        faults.hit("after_claim")
-    if claimed and events.active("claim"):
-        events.emit(
-            "claim",
-            queue=queue,
-            node_id=owner,
-            count=len(claimed),
-            instance_ids=[c.id for c in claimed],
+class Claims:
+    """One pick loop's claims (:func:`claim`): at once while its queue's rows need no
+    admission; after a claim at once found rows that do, in a transaction for
+    :data:`AT_ONCE_AGAIN_SECONDS`, then at once again."""
+
+    def __init__(
+        self, bind: Begins, queue: str, owner: str, lease_seconds: float, *, at_once: bool = True
+    ) -> None:
+        self._bind = bind
+        self._queue = queue
+        self._owner = owner
+        self._lease_seconds = lease_seconds
+        self._at_once = at_once
+        self._in_transaction_until = 0.0
+
+    def __call__(self, fsms: Sequence[str], limit: int) -> list[Claimed]:
+        """Claim up to ``limit`` runnable instances of ``fsms``."""
+        if not fsms or limit < 1:
+            return []
+        request = store.claims.ClaimRequest(
+            self._queue, fsms, limit, self._owner, self._lease_seconds, None, known_to(fsms)
         )
-    return claimed, admitting
+        at_once = self._at_once and monotonic() >= self._in_transaction_until
+        claimed = self._claim(request, at_once)
+        if faults.active is not None:
+            faults.hit("after_claim")
+        if claimed and events.active("claim"):
+            events.emit(
+                "claim",
+                queue=self._queue,
+                node_id=self._owner,
+                count=len(claimed),
+                instance_ids=[c.id for c in claimed],
+            )
+        return claimed
+
+    def _claim(self, request: store.claims.ClaimRequest, at_once: bool) -> list[Claimed]:
+        early: list[Row[Any]] = []
+        try:
+            with self._bind.begin() as conn:
+                found = store.claims.claim_at_once(conn, request) if at_once else None
+                if found is not None:
+                    early, admitting = found
+                    if not admitting:
+                        request = request._replace(limit=0)
+                    else:  # for a while, claims go straight to a transaction
+                        self._in_transaction_until = monotonic() + AT_ONCE_AGAIN_SECONDS
+                        request = request._replace(limit=request.limit - len(early))
+                rows = list(early)
+                if request.limit > 0:
+                    rows += store.claims.claim_requested(conn, request, rate_limit_of)
+                    rows.sort(key=lambda r: (r.priority, r.run_at, r.id))
+                if faults.active is not None:
+                    faults.hit("claim", conn)
+                waking = [r.id for r in rows if r.await_names]
+                pending = store.signals.pending_for(conn, waking) if waking else []
+                parents = [r.id for r in rows if r.children_from is not None]
+                kids = store.children.latest_of(conn, parents)
+                claimed, built = to_claimed(rows, pending, kids)
+                store.signals.record_packs(conn, built)
+        except BaseException:
+            if early:
+                _give_back(self._bind, early)
+            raise
+        return claimed
 
 
 def _give_back(bind: Begins, rows: Sequence[Row[Any]]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
@@ -188,53 +188,49 @@ def end_claim_session(conn: Connection) -> None:
             conn.execute(_RESET, {"names": list(_SESSION_SETTINGS)})
 
 
-def claim_at_once(
-    conn: Connection,
-    queue: str,
-    fsms: Sequence[str],
-    limit: int,
-    owner: str,
-    lease_seconds: float,
-    now: datetime | None,
-    known: tuple[Sequence[str], Sequence[str]] | None = None,
-) -> tuple[list[Any], bool] | None:
+class ClaimRequest(NamedTuple):
+    """What a claim asks for: up to ``limit`` runnable instances of ``fsms`` in ``queue``,
+    leased to ``owner`` for ``lease_seconds``; ``known``: see :func:`claim`."""
+
+    queue: str
+    fsms: Sequence[str]
+    limit: int
+    owner: str
+    lease_seconds: float
+    now: datetime | None = None
+    known: tuple[Sequence[str], Sequence[str]] | None = None
+
+    def params(self) -> dict[str, Any]:
+        """The claim statements' parameters."""
+        known = self.known
+        return {
+            "queue": self.queue,
+            "fsms": list(self.fsms),
+            "limit": self.limit,
+            "owner": self.owner,
+            "lease": timedelta(seconds=self.lease_seconds),
+            "now": self.now,
+            "steps": None if known is None else list(known[0]),
+            "versions": None if known is None else list(known[1]),
+        }
+
+
+def claim_at_once(conn: Connection, request: ClaimRequest) -> tuple[list[Any], bool] | None:
     """:func:`claim` as one statement committed as it completes: one round trip, with no
     BEGIN or COMMIT of its own, and no lock held past it.
 
     Leases only candidates no admission applies to (no concurrency key or rate limit, a
     queue without a global concurrency limit); returns them, in priority then FIFO
-    order, and whether it found others, which only :func:`claim` in a transaction may
-    admit. None when ``conn`` is not a claim session (:func:`begin_claim_session`):
-    claim in a transaction. ``conn``'s transaction must not have begun on the server.
+    order, and whether it found others, which only a claim in a transaction may admit.
+    None when ``conn`` is not a claim session (:func:`begin_claim_session`): claim in a
+    transaction. ``conn``'s transaction must not have begun on the server.
     """
     if not conn.info.get(_SESSION):
         return None
-    params = _claim_params(queue, fsms, limit, owner, lease_seconds, now, known)
-    picked = _fast.committed(conn, _CLAIM_AT_ONCE, params)
+    picked = _fast.committed(conn, _CLAIM_AT_ONCE, request.params())
     rows = [r for r in picked if r.taken]
     rows.sort(key=lambda r: (r.priority, r.run_at, r.id))
     return rows, len(rows) < len(picked)
-
-
-def _claim_params(
-    queue: str,
-    fsms: Sequence[str],
-    limit: int,
-    owner: str,
-    lease_seconds: float,
-    now: datetime | None,
-    known: tuple[Sequence[str], Sequence[str]] | None,
-) -> dict[str, Any]:
-    return {
-        "queue": queue,
-        "fsms": list(fsms),
-        "limit": limit,
-        "owner": owner,
-        "lease": timedelta(seconds=lease_seconds),
-        "now": now,
-        "steps": None if known is None else list(known[0]),
-        "versions": None if known is None else list(known[1]),
-    }
 
 
 def claim(
@@ -248,7 +244,16 @@ def claim(
     limit_of: ratelimits.LimitOf | None = None,
     known: tuple[Sequence[str], Sequence[str]] | None = None,
 ) -> list[Any]:
-    """Claim up to ``limit`` runnable instances of known classes.
+    """Claim up to ``limit`` runnable instances of known classes, in ``conn``'s
+    transaction (:func:`claim_requested` with these fields)."""
+    request = ClaimRequest(queue, fsms, limit, owner, lease_seconds, now, known)
+    return claim_requested(conn, request, limit_of)
+
+
+def claim_requested(
+    conn: Connection, request: ClaimRequest, limit_of: ratelimits.LimitOf | None = None
+) -> list[Any]:
+    """Claim what ``request`` asks for, in ``conn``'s transaction.
 
     Candidates are locked with ``FOR UPDATE SKIP LOCKED`` (runners claim side by side),
     at most as many as the queue's global concurrency limit leaves, if it has one;
@@ -272,7 +277,7 @@ def claim(
     or aliased step and ``class SEP version`` for every state version it can load;
     rows outside it are left for a runner that knows them (None: no such filter).
     """
-    params = _claim_params(queue, fsms, limit, owner, lease_seconds, now, known)
+    params = request.params()
     calls: list[_fast.Call] = [
         (_CLAIM_SETTINGS, params),
         (_CLAIM, params),

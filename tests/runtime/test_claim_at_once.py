@@ -58,6 +58,10 @@ class Limited(Job):
 CLASSES = [Free.name, Keyed.name, Limited.name]
 
 
+def _request(limit: int) -> store.claims.ClaimRequest:
+    return store.claims.ClaimRequest("default", [Free.name], limit, "r", 30)
+
+
 def _mixed_batch(engine: Engine) -> None:
     """Free rows around keyed and rate-limited ones, at two priorities."""
     specs: list[durable.InsertSpec] = []
@@ -142,7 +146,7 @@ def test_free_rows_are_claimed_in_one_statement_with_no_transaction_of_their_own
         with held.begin() as conn:
             driver = conn.connection.driver_connection
             assert driver is not None
-            found = store.claims.claim_at_once(conn, "default", [Free.name], 10, "r", 30, None)
+            found = store.claims.claim_at_once(conn, _request(10))
             # committed as it completed: no transaction left open on the server
             assert driver.info.transaction_status.name == "IDLE"
         stop()
@@ -162,7 +166,7 @@ def test_a_queue_with_a_global_limit_is_claimed_in_a_transaction(engine: Engine)
     held = HeldConnection(engine, session=SESSION)
     try:
         with held.begin() as conn:
-            found = store.claims.claim_at_once(conn, "default", [Free.name], 10, "r", 30, None)
+            found = store.claims.claim_at_once(conn, _request(10))
         assert found is not None and found[0] == [] and found[1]  # nothing leased at once
         claimed = claiming.Claims(held, "default", "r", 30)([Free.name], 10)
     finally:
@@ -225,10 +229,7 @@ def test_no_claim_session_on_connections_that_prepare_no_statements(db_url: str)
         try:
             with held.begin() as conn:
                 assert _settings(conn) == ("on", "auto")
-                assert (
-                    store.claims.claim_at_once(conn, "default", [Free.name], 5, "r", 30, None)
-                    is None
-                )
+                assert store.claims.claim_at_once(conn, _request(5)) is None
             assert len(claiming.Claims(held, "default", "r", 30)([Free.name], 5)) == 2
         finally:
             held.close()

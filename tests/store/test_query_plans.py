@@ -111,7 +111,7 @@ def claim_case(conn: Connection) -> Callable[[], object]:
 
 def claim_at_once_case(conn: Connection) -> Callable[[], object]:
     # claim_at_once's statement, in this test's transaction (run at once, it would commit)
-    params = store.claims._claim_params("default", [PlanJob.name], 50, "plans", 30.0, None, None)
+    params = store.claims.ClaimRequest("default", [PlanJob.name], 50, "plans", 30.0).params()
     return lambda: _fast.execute(conn, store.claims._CLAIM_AT_ONCE, params)
 
 
