@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from gen_durable.domain import serialization
@@ -27,14 +28,20 @@ def check_queues(queues: Mapping[str, int]) -> dict[str, int]:
 
 
 def positive(**values: float) -> None:
-    """Each value is a number > 0 (not a bool), or ConfigurationError names it."""
+    """Each value is a finite number > 0 (not a bool), or ConfigurationError names it."""
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ConfigurationError(f"{name} must be a number > 0, got {value!r}")
+        if not _finite(value) or not value > 0:
+            raise ConfigurationError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def non_negative(**values: float) -> None:
-    """Each value is a number >= 0 (not a bool), or ConfigurationError names it."""
+    """Each value is a finite number >= 0 (not a bool), or ConfigurationError names it."""
     for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-            raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
+        if not _finite(value) or not value >= 0:
+            raise ConfigurationError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
+def _finite(value: object) -> bool:
+    # An infinite interval or grace is no setting: the service threads' waits overflow
+    # (and the thread dies) on the first use.
+    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)

@@ -363,6 +363,21 @@ def test_runner_refuses_queue_names_insert_refuses_with_inserts_message(
 
 
 @pytest.mark.parametrize(
+    "option",
+    ["lease", "heartbeat", "poll_interval", "grace", "gc_interval", "gc_retention", "leader_ttl"],
+)
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan], ids=repr)
+def test_runner_refuses_an_interval_that_is_not_finite(
+    engine: Engine, option: str, value: float
+) -> None:
+    """Regression: an infinite ``poll_interval`` or ``grace`` was accepted, and the pick
+    loop's and scheduler's waits (or ``stop()``) raised OverflowError on first use: a
+    Runner that started and then claimed nothing."""
+    with pytest.raises(ConfigurationError, match=f"{option} must be a finite number"):
+        durable.Runner(engine, queues={"default": 1}, **{option: value})
+
+
+@pytest.mark.parametrize(
     "call",
     [
         lambda s: durable.insert(s, Box, stat={}),

@@ -215,7 +215,7 @@ def test_a_child_that_cannot_start_for_its_configuration_exits_1_without_restart
         env=environment(db_url), capture_output=True, text=True, timeout=120, cwd=TESTS,
     )  # fmt: skip
     assert out.returncode == 1, out.stderr
-    assert "lease must be a number > 0" in out.stderr
+    assert "lease must be a finite number > 0" in out.stderr
     assert "restarting" not in out.stderr
 
 
