@@ -155,12 +155,9 @@ the lock of a queue with a global concurrency limit (:data:`queues.LOCK_LIMITED`
 _SESSION = "gen_durable.claim_session"
 _SESSION_SETTINGS = {"synchronous_commit": "off", "plan_cache_mode": "force_generic_plan"}
 _SET = text(
-    "SELECT set_config(name, value, false) "
-    "FROM unnest(CAST(:names AS text[]), CAST(:values AS text[])) AS s(name, value)"
-)
-_RESET = text(
-    "SELECT set_config(name, reset_val, false) FROM pg_settings "
-    "WHERE name = ANY(CAST(:names AS text[]))"
+    "WITH s AS MATERIALIZED (SELECT name, value, current_setting(name) AS was "
+    "FROM unnest(CAST(:names AS text[]), CAST(:values AS text[])) AS s(name, value)) "
+    "SELECT name, was, set_config(name, value, false) FROM s"
 )
 
 
@@ -170,22 +167,28 @@ def begin_claim_session(conn: Connection) -> None:
 
     Not on a connection that prepares no statements (behind PgBouncer in transaction
     pooling): a session setting would reach other clients' transactions there.
-    :func:`end_claim_session` undoes it; call both outside a transaction.
+    :func:`end_claim_session` puts back the values they replaced; call both outside a
+    transaction.
     """
     if not _fast.prepares(conn):
         return
-    with conn.begin():
-        names = list(_SESSION_SETTINGS)
-        conn.execute(_SET, {"names": names, "values": [_SESSION_SETTINGS[n] for n in names]})
-    conn.info[_SESSION] = True
+    conn.info[_SESSION] = _set(conn, _SESSION_SETTINGS)
 
 
 def end_claim_session(conn: Connection) -> None:
-    """Give the session's settings back their defaults (before ``conn`` goes back to its
-    pool)."""
-    if conn.info.pop(_SESSION, False):
-        with conn.begin():
-            conn.execute(_RESET, {"names": list(_SESSION_SETTINGS)})
+    """Give the session's settings back the values they had (before ``conn`` goes back to
+    its pool)."""
+    replaced = conn.info.pop(_SESSION, None)
+    if replaced:
+        _set(conn, replaced)
+
+
+def _set(conn: Connection, settings: dict[str, str]) -> dict[str, str]:
+    """Set ``settings`` for the session; returns the values they replaced."""
+    names = list(settings)
+    with conn.begin():
+        rows = conn.execute(_SET, {"names": names, "values": [settings[n] for n in names]})
+        return {row[0]: row[1] for row in rows}
 
 
 class ClaimRequest(NamedTuple):

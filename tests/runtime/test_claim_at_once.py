@@ -203,16 +203,24 @@ def _settings(conn: Connection) -> tuple[str, str]:
 def test_the_claim_session_is_undone_before_its_connection_goes_back_to_the_pool(
     db_url: str,
 ) -> None:
+    """The values the session replaced come back, including one the application set on
+    its connections (a connect event here)."""
     engine = create_engine(db_url, pool_size=1, max_overflow=0)
+
+    @event.listens_for(engine, "connect")
+    def custom_plans(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("SET plan_cache_mode = force_custom_plan")
+        dbapi_conn.commit()
+
     try:
         with engine.connect() as conn:
-            defaults = _settings(conn)
+            assert _settings(conn) == ("on", "force_custom_plan")
         held = HeldConnection(engine, session=SESSION)
         with held.begin() as conn:
             assert _settings(conn) == ("off", "force_generic_plan")
         held.close()
         with engine.connect() as conn:  # the pool's one connection, the held one
-            assert _settings(conn) == defaults == ("on", "auto")
+            assert _settings(conn) == ("on", "force_custom_plan")
             assert not conn.info.get("gen_durable.claim_session")
     finally:
         engine.dispose()
