@@ -242,6 +242,7 @@ def _operator_reads(engine: Engine, tour: int) -> None:
     """What the CLI, the dashboard and the testing helpers read, and the rare branches."""
     with engine.connect() as conn, conn.begin() as tx:
         store.explain.database_now(conn, None)
+        store.claims.claim(conn, "guard.none", [Idle.name], 1, "guard", 30, None)  # by hand
         store.explain.pending_signals(conn, tour)
         store.explain.key_holders(conn, "k")
         store.explain.unfinished_children(conn, tour)
