@@ -153,7 +153,8 @@ def committed(
     try:
         return pipelined(conn, [(stmt, params)])[0]
     finally:
-        driver.autocommit = False
+        if not driver.closed:  # else setting it would raise, hiding why the statement failed
+            driver.autocommit = False
 
 
 def pipelined(conn: Connection, calls: Sequence[Call]) -> list[list[Any]]:

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 import gen_durable as durable
@@ -243,3 +244,25 @@ def test_no_claim_session_on_connections_that_prepare_no_statements(db_url: str)
             held.close()
     finally:
         engine.dispose()
+
+
+def test_a_claim_session_whose_backend_was_terminated_fails_with_why_then_reconnects(
+    engine: Engine,
+) -> None:
+    """Regression: the statement's error was hidden by the "connection is closed" of
+    resetting the driver's autocommit on the dead connection."""
+    with Session(engine) as s, s.begin():
+        durable.insert_all(s, [Free.new() for _ in range(2)])
+    held = HeldConnection(engine, session=SESSION)
+    claims = claiming.Claims(held, "default", "r", 30)
+    try:
+        with held.begin() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with engine.begin() as other:
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(DBAPIError) as failed:
+            claims([Free.name], 5)
+        assert "connection is closed" not in str(failed.value)
+        assert len(claims([Free.name], 5)) == 2  # a new connection, a new claim session
+    finally:
+        held.close()
