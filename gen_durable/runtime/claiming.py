@@ -12,13 +12,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, Row
+from sqlalchemy import Row
 
 from gen_durable import events, faults, store
 from gen_durable.clock import monotonic
 from gen_durable.domain import definitions as registry
 from gen_durable.domain import routing, versioning
 from gen_durable.domain.ratelimit import RateLimit
+from gen_durable.runtime.failures import log_failure
 from gen_durable.runtime.held import Begins
 from gen_durable.runtime.inflight import Lease
 from gen_durable.runtime.steps import Claimed
@@ -98,16 +99,16 @@ class Claims:
         try:
             with self._bind.begin() as conn:
                 found = store.claims.claim_at_once(conn, request) if at_once else None
+                rest = request.limit
                 if found is not None:
                     early, admitting = found
-                    if not admitting:
-                        request = request._replace(limit=0)
-                    else:  # for a while, claims go straight to a transaction
+                    rest = request.limit - len(early) if admitting else 0
+                    if admitting:  # for a while, claims go straight to a transaction
                         self._in_transaction_until = monotonic() + AT_ONCE_AGAIN_SECONDS
-                        request = request._replace(limit=request.limit - len(early))
                 rows = list(early)
-                if request.limit > 0:
-                    rows += store.claims.claim_requested(conn, request, rate_limit_of)
+                if rest > 0:
+                    more = request._replace(limit=rest)
+                    rows += store.claims.claim_requested(conn, more, rate_limit_of)
                     rows.sort(key=lambda r: (r.priority, r.run_at, r.id))
                 if faults.active is not None:
                     faults.hit("claim", conn)
@@ -125,25 +126,24 @@ class Claims:
 
 
 def _give_back(bind: Begins, rows: Sequence[Row[Any]]) -> None:
-    """Rows a failed claim had leased at once, runnable again (best effort: else the
-    reaper returns them once their leases expire)."""
+    """Rows a failed claim had leased at once, runnable again (:func:`release`)."""
     try:
-        with bind.begin() as conn:
-            store.leases.release(conn, [(r.id, r.lease_token) for r in rows], None)
-            store.notify.notify(conn, {r.queue for r in rows})
+        release(bind, [Lease(r.id, r.lease_token, r.queue, None) for r in rows])
     except Exception as exc:
-        log.warning("giving back %d claimed row(s) failed: %s", len(rows), exc)
+        then = "the reaper returns them once their leases expire"
+        log_failure(log, logging.WARNING, f"giving back {len(rows)} claim(s)", exc, then)
 
 
-def release(engine: Engine, leases: Sequence[Lease], ran_on: str | None = None) -> list[int]:
+def release(bind: Begins, leases: Sequence[Lease], ran_on: str | None = None) -> list[int]:
     """Give claims back: runnable again at once, each attempt returned (its signal pack
     stays recorded); the queues' runners are notified. Returns the ids released.
 
     ``ran_on``: the runner whose steps were still running (a shutdown past its grace):
     each released claim is recorded as a re-run, in the same transaction. None: the
-    claims never started (claimed ahead), nothing ran.
+    claims never started (claimed ahead, or leased by a claim that then failed), nothing
+    ran.
     """
-    with engine.begin() as conn:
+    with bind.begin() as conn:
         released = store.leases.release(conn, [(x.instance_id, x.token) for x in leases], None)
         if ran_on is not None:
             store.history.record_released(conn, released, ran_on, None)

@@ -84,9 +84,7 @@ class Dispatcher:
         self._claims = claiming.Claims(self._held, queue, node_id, lease_seconds)
         self._executor = executor
         self._pool = pool
-        self._node_id = node_id
         self._fsms = fsms
-        self._lease_seconds = lease_seconds
         self._poll_interval = poll_interval
         self._cond = threading.Condition()
         self._executing = 0

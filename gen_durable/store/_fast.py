@@ -135,7 +135,10 @@ def execute(
 def prepares(conn: Connection) -> bool:
     """Whether ``conn`` sends its statements as server-side prepared ones (not with
     ``prepare_threshold=None``, as behind PgBouncer in transaction pooling)."""
-    driver = conn.connection.driver_connection
+    return _prepares(conn.connection.driver_connection)
+
+
+def _prepares(driver: Any) -> bool:
     return getattr(driver, "prepare_threshold", 0) is not None
 
 
@@ -166,7 +169,7 @@ def pipelined(conn: Connection, calls: Sequence[Call]) -> list[list[Any]]:
     """
     driver = conn.connection.driver_connection
     assert driver is not None
-    prepare = getattr(driver, "prepare_threshold", 0) is not None
+    prepare = _prepares(driver)
     events = conn._has_events or conn.engine._has_events
     sent = []
     sql, bound = "", {}

@@ -141,9 +141,12 @@ _TAKE = (
 )
 
 
+_SETTINGS = {"synchronous_commit": "off", "plan_cache_mode": "force_generic_plan"}
+"""What a claim runs with: for its transaction (:data:`_CLAIM_SETTINGS`), or for a claim
+session's whole life (:func:`begin_claim_session`)."""
+
 _CLAIM_SETTINGS = select(
-    func.set_config("synchronous_commit", "off", True),
-    func.set_config("plan_cache_mode", "force_generic_plan", True),
+    *(func.set_config(name, value, True) for name, value in _SETTINGS.items()),
     queues.LOCK_LIMITED.scalar_subquery(),
 )
 """The claim's first statement: an asynchronous commit (see :func:`claim`); the claim's
@@ -153,7 +156,6 @@ the lock of a queue with a global concurrency limit (:data:`queues.LOCK_LIMITED`
 
 
 _SESSION = "gen_durable.claim_session"
-_SESSION_SETTINGS = {"synchronous_commit": "off", "plan_cache_mode": "force_generic_plan"}
 _SET = text(
     "WITH s AS MATERIALIZED (SELECT name, value, current_setting(name) AS was "
     "FROM unnest(CAST(:names AS text[]), CAST(:values AS text[])) AS s(name, value)) "
@@ -162,7 +164,7 @@ _SET = text(
 
 
 def begin_claim_session(conn: Connection) -> None:
-    """Make ``conn`` a claim session: the settings of :data:`_CLAIM_SETTINGS` for the
+    """Make ``conn`` a claim session: the claim's settings (:data:`_SETTINGS`) for the
     whole session, so that :func:`claim_at_once` can claim in a single statement.
 
     Not on a connection that prepares no statements (behind PgBouncer in transaction
@@ -172,7 +174,7 @@ def begin_claim_session(conn: Connection) -> None:
     """
     if not _fast.prepares(conn):
         return
-    conn.info[_SESSION] = _set(conn, _SESSION_SETTINGS)
+    conn.info[_SESSION] = _set(conn, _SETTINGS)
 
 
 def end_claim_session(conn: Connection) -> None:
