@@ -37,7 +37,8 @@ def commit(
     session = ctx.session_if_open
     assert session is not None
     try:
-        landed = store.transitions.commit(session.connection(), [transition], None)
+        connection = session.connection()
+        landed = store.transitions.commit(connection, [transition], None, generic_plan=True)
         if transition.instance_id not in landed:
             session.rollback()
             return False

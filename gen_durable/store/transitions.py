@@ -154,12 +154,21 @@ def commit(
     now: datetime | None,
     *,
     lock_timeout_ms: int | None = None,
+    generic_plan: bool = False,
 ) -> dict[int, Committed]:
     """Write transitions; returns those that committed (fenced-out ones are absent).
 
     Runs inside the caller's transaction: the grouped committer's own, or the session a
     step wrote through. ``lock_timeout_ms`` bounds how long it waits for a row lock
-    (``SET LOCAL lock_timeout``, for the rest of the transaction). Statements: the fenced
+    (``SET LOCAL lock_timeout``, for the rest of the transaction). ``generic_plan``: plan
+    the statements for any parameters (``SET LOCAL plan_cache_mode``), for a connection
+    that commits one transition at a time (a step's own session): there PostgreSQL keeps
+    planning the prepared UPDATE anew on every execution, its plan for one row looking
+    cheaper than the generic one, and planning it cost the server about twice what
+    running it did (the grouped committer's connection settles on the generic plan by
+    itself).
+
+    Statements: the fenced
     UPDATE, then signal consumption, then — for rows that just parked — a check for
     signals that are already pending, then the children of landed Spawns and the join of
     parents whose children just finished (:mod:`gen_durable.store.children`); the children
@@ -174,6 +183,8 @@ def commit(
     calls: list[_fast.Call] = [(_COMMIT, params)]
     if lock_timeout_ms is not None:  # sent with the UPDATE (and BEGIN): one round trip
         calls.insert(0, (_LOCK_TIMEOUT, {"value": f"{int(lock_timeout_ms)}ms"}))
+    if generic_plan:  # in the same round trip, as the lock timeout
+        calls.insert(0, (_GENERIC_PLAN, None))
     rows = _fast.pipelined(conn, calls)[-1]
     landed = {row.id: Committed(row.id, row.status, row.queue) for row in rows}
     history_sql.record(conn, items, landed, now)
@@ -285,3 +296,4 @@ def _join(
 
 
 _LOCK_TIMEOUT = select(func.set_config("lock_timeout", param("value", "text"), True))
+_GENERIC_PLAN = select(func.set_config("plan_cache_mode", "force_generic_plan", True))

@@ -120,6 +120,12 @@ def commit_case(conn: Connection) -> Callable[[], object]:
     return lambda: store.transitions.commit(conn, [_done(r) for r in rows], None)
 
 
+def session_commit_case(conn: Connection) -> Callable[[], object]:
+    # a step that wrote through ctx.session: one transition, with the generic plan
+    row = _claim(conn, 1)[0]
+    return lambda: store.transitions.commit(conn, [_done(row)], None, generic_plan=True)
+
+
 def heartbeat_case(conn: Connection) -> Callable[[], object]:
     held = _running(conn)
     assert held
@@ -140,6 +146,7 @@ CASES: dict[str, tuple[Case, set[str], str | None]] = {
     "claim": (claim_case, {"ix_gd_instances_pick"}, None),
     "claim_at_once": (claim_at_once_case, {"ix_gd_instances_pick"}, None),
     "commit": (commit_case, {"pk_gd_instances"}, None),
+    "session_commit": (session_commit_case, {"pk_gd_instances"}, None),
     "heartbeat": (heartbeat_case, {"pk_gd_instances"}, None),
     "timers": (timers_case, {"ix_gd_instances_due"}, None),
     "reaper": (reaper_case, {"ix_gd_instances_running"}, None),
