@@ -21,7 +21,7 @@ import attrs
 
 from gen_durable import store
 from gen_durable.client.operations import cancel, retry
-from gen_durable.client.targets import Bind, check_actor, connection
+from gen_durable.client.targets import Bind, check_actor, check_now, connection
 from gen_durable.domain import serialization
 from gen_durable.errors import DuplicateInstance, InvalidTransition, NotFound, ValidationError
 from gen_durable.store.bulk import Where
@@ -163,6 +163,7 @@ def bulk_preview(
 ) -> BulkPreview:
     """How many instances ``action`` ("cancel" or "retry") would act on, the bound (the
     highest matching id now) and a sample of their ids. Read-only."""
+    check_now(now)
     statuses = eligible(action, where)
     if isinstance(sample, bool) or not isinstance(sample, int) or not 0 <= sample <= MAX_SAMPLE:
         raise ValidationError(f"sample must be an int from 0 to {MAX_SAMPLE}, got {sample!r}")
@@ -196,6 +197,7 @@ def bulk_start(
     each cancelled instance's error. An ``older_than`` is made absolute here, so every
     batch matches the same rows. Nothing is acted on until :func:`bulk_step`.
     """
+    check_now(now)
     eligible(action, where)
     check_actor(actor)
     if action == "cancel":
@@ -230,6 +232,7 @@ def bulk_step(
     left alone). The caller commits: one transaction per batch. Concurrent steps of one
     action queue up on its audit row.
     """
+    check_now(now)
     _count(audit_id, "audit_id")
     if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
         raise ValidationError(f"batch must be an int from 1 to {MAX_BATCH}, got {batch!r}")

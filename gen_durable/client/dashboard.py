@@ -16,7 +16,7 @@ from gen_durable import store
 from gen_durable.client import fleet
 from gen_durable.client.explain import Explanation, explain
 from gen_durable.client.operations import get
-from gen_durable.client.targets import Bind, check_target, connection
+from gen_durable.client.targets import Bind, check_now, check_target, connection
 from gen_durable.domain import registry, serialization
 from gen_durable.errors import NotFound, ValidationError
 from gen_durable.store import dashboard as sql
@@ -214,6 +214,7 @@ def overview(bind: Bind, *, minutes: int = 60, now: datetime | None = None) -> O
 
     It reads the unfinished rows and the window's finished ones, never the whole table.
     """
+    check_now(now)
     if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 1440:
         raise ValidationError(f"minutes must be an int from 1 to 1440, got {minutes!r:.40}")
     conn = connection(bind)

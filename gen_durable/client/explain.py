@@ -18,7 +18,7 @@ from gen_durable.client.explain_text import error_text as _error
 from gen_durable.client.explain_text import ids_text as _ids
 from gen_durable.client.explain_text import quoted as _quoted
 from gen_durable.client.explain_text import when as _when
-from gen_durable.client.targets import Bind, check_target, connection, not_found
+from gen_durable.client.targets import Bind, check_now, check_target, connection, not_found
 from gen_durable.domain import versioning
 from gen_durable.errors import NotFound, ValidationError
 from gen_durable.store import explain as explain_sql
@@ -127,6 +127,7 @@ def explain(
     how). A runner counts as live when it sent a heartbeat in the last
     ``heartbeat_timeout`` seconds. Read-only: runs in the caller's transaction.
     """
+    check_now(now)
     target, timeout = check_target(target), heartbeat_timeout
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
         raise ValidationError(f"heartbeat_timeout must be seconds > 0, got {timeout!r}")

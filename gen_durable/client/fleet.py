@@ -13,7 +13,7 @@ from datetime import datetime
 import attrs
 
 from gen_durable import store
-from gen_durable.client.targets import Bind, connection
+from gen_durable.client.targets import Bind, check_now, connection
 from gen_durable.errors import ValidationError
 
 __all__ = ["STALE_BEATS", "STALE_DEFAULT", "QueueView", "WorkerView", "queues", "workers"]
@@ -81,6 +81,7 @@ def workers(
     for :data:`STALE_BEATS` of its own heartbeat intervals (:data:`STALE_DEFAULT` seconds
     when it recorded none). Stale rows stay until a reaper prunes them.
     """
+    check_now(now)
     if stale_after_seconds is not None and not _is_seconds(stale_after_seconds):
         raise ValidationError(
             f"stale_after_seconds must be seconds > 0, got {stale_after_seconds!r}"
@@ -108,6 +109,7 @@ def workers(
 
 def queues(bind: Bind, *, now: datetime | None = None) -> list[QueueView]:
     """Every queue that has settings, instances or a runner serving it, by name."""
+    check_now(now)
     conn = connection(bind)
     settings = {q.name: q for q in store.queues.settings(conn)}
     counts: dict[str, dict[str, int]] = {}

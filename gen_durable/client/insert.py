@@ -15,7 +15,7 @@ import attrs
 from sqlalchemy import Connection
 
 from gen_durable import events, store, tracing
-from gen_durable.client.targets import Bind, connection
+from gen_durable.client.targets import Bind, check_now, connection
 from gen_durable.domain import serialization
 from gen_durable.domain.definitions import Definition
 from gen_durable.domain.insert_spec import InsertOptions, InsertSpec
@@ -73,6 +73,7 @@ def insert(
         replace: With ``debounce``, replace the waiting instance's state or args.
         now: Replaces the database's ``now()`` for the times written (for tests).
     """
+    check_now(now)
     if debounce is not None:
         _check_debounce(
             options.get("correlation_key"),
@@ -140,6 +141,7 @@ def insert_all(
     With ``on_conflict="raise"`` a live correlation key anywhere in the batch raises
     :class:`DuplicateInstance` and none of the batch is written.
     """
+    check_now(now)
     _check_on_conflict(on_conflict)
     check_window(dedup_window)
     if isinstance(specs, InsertSpec) or not isinstance(specs, Iterable):

@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 
 from gen_durable import store
+from gen_durable.client import targets
 from gen_durable.client.targets import Bind, check_actor, check_target, connection, not_found
 from gen_durable.domain import registry, serialization
 from gen_durable.errors import DuplicateInstance, InvalidTransition, NotFound, ValidationError
@@ -38,6 +39,7 @@ def cancel(
     ``actor`` (None when not given), and in the transition history (kind
     ``outside_cancel``) when the instance's class keeps every transition.
     """
+    targets.check_now(now)
     target = check_target(target)
     if not isinstance(reason, str):
         raise ValidationError("reason must be a string")
@@ -100,6 +102,7 @@ def retry(
     has taken its correlation key meanwhile. A retry is recorded in the audit table, with
     ``actor`` (None when not given).
     """
+    targets.check_now(now)
     target = check_target(target)
     check_actor(actor)
     conn = connection(bind)
@@ -186,6 +189,7 @@ def pause_queue(
     Steps already running finish; nothing new starts until :func:`resume_queue`. Recorded
     in the audit table, with ``actor`` (None when not given).
     """
+    targets.check_now(now)
     check_actor(actor)
     conn = connection(bind)
     store.queues.set_paused(conn, _check_queue(queue), True, now)
@@ -196,6 +200,7 @@ def resume_queue(
     bind: Bind, queue: str, *, actor: str | None = None, now: datetime | None = None
 ) -> None:
     """Let runners claim in ``queue`` again, and wake them (recorded like a pause)."""
+    targets.check_now(now)
     check_actor(actor)
     conn = connection(bind)
     store.queues.set_paused(conn, _check_queue(queue), False, now)
@@ -215,6 +220,7 @@ def set_queue_limit(
     global limit, only each runner's own concurrency). Takes effect at the next claim
     after the caller commits; steps already running finish. Recorded in the audit table.
     """
+    targets.check_now(now)
     check_actor(actor)
     if limit is not None and not serialization.is_count(limit):
         raise ValidationError(

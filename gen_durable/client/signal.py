@@ -10,6 +10,7 @@ import attrs
 from sqlalchemy import Connection
 
 from gen_durable import events, faults, store, tracing
+from gen_durable.client import targets
 from gen_durable.client.insert import check_window, emit_insert
 from gen_durable.client.targets import Bind, check_actor, check_target, connection, not_found
 from gen_durable.domain import serialization
@@ -53,6 +54,7 @@ def signal(
     With ``actor`` (an operator sending it by hand), the signal is also recorded in the
     audit table; signals an application sends, without ``actor``, are not.
     """
+    targets.check_now(now)
     target = check_target(target)
     _check_signal_name(name)
     check_actor(actor)

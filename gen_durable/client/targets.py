@@ -1,6 +1,9 @@
-"""How a client call addresses the caller's transaction, an instance and an actor."""
+"""How a client call addresses the caller's transaction, an instance and an actor; and
+the ``now=`` it may pin the database's present with."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
@@ -10,7 +13,7 @@ from gen_durable.errors import ValidationError
 
 Bind = Session | Connection
 
-__all__ = ["Bind", "check_actor", "check_target", "connection", "not_found"]
+__all__ = ["Bind", "check_actor", "check_now", "check_target", "connection", "not_found"]
 
 
 def connection(bind: Bind) -> Connection:
@@ -44,3 +47,12 @@ def not_found(target: int | str, live: bool) -> str:
 def check_actor(actor: object) -> None:
     if actor is not None:
         serialization.check_text(actor, "actor")
+
+
+def check_now(now: datetime | None) -> None:
+    """Refuse a ``now=`` the database would misread: a naive datetime would be taken in
+    the session's time zone, shifting every time written with it."""
+    if now is not None and not serialization.is_moment(now):
+        raise ValidationError(
+            f"now must be a timezone-aware datetime in years 1 to 9999, got {now!r:.80}"
+        )

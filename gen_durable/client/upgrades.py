@@ -14,6 +14,7 @@ from typing import Any, Literal
 import attrs
 
 from gen_durable import store
+from gen_durable.client import targets
 from gen_durable.client.targets import Bind, check_actor, check_target, connection, not_found
 from gen_durable.domain import definitions, serialization, versioning
 from gen_durable.errors import InvalidTransition, NotFound, ValidationError
@@ -51,6 +52,7 @@ def upgrade_batch(
     never a running one): that runner upgrades them on load. A row whose upgrade fails
     keeps its JSON and version; a parked row that now upgrades becomes runnable again.
     """
+    targets.check_now(now)
     cls = definitions.resolve(definition)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValidationError(f"limit must be an int >= 1, got {limit!r}")
@@ -186,6 +188,7 @@ def move(
     and attempts are cleared. Raises :class:`InvalidTransition` for a running instance
     or one waiting for its children. Recorded in the audit table as ``move``.
     """
+    targets.check_now(now)
     target = check_target(target)
     check_actor(actor)
     serialization.check_text(step, "step")

@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 
 import gen_durable as durable
 from gen_durable import FSM, Done
+from gen_durable.client import bulk, dashboard, fleet, upgrades
 from gen_durable.domain import serialization as ser
 from gen_durable.errors import (
     ConfigurationError,
@@ -230,6 +231,38 @@ def test_operator_actions_refuse_bad_actors_and_limits(
         lambda s: durable.set_queue_limit(s, "q", limit),
     ):
         refused(engine, call, ValidationError)
+
+
+@EXAMPLES
+@given(now=bad_moments)
+def test_every_call_that_takes_now_refuses_one_that_is_not_an_aware_moment(
+    engine: Engine, now: Any
+) -> None:
+    """Regression: a naive ``now=`` was taken in the session's time zone, shifting every
+    time written with it, and was accepted silently."""
+    iid = _target(engine)
+    where = bulk.BulkFilter(class_name=Box.name)
+    for call in (
+        lambda s: durable.insert(s, Box, now=now),
+        lambda s: durable.insert_all(s, [Box.new()], now=now),
+        lambda s: durable.signal(s, iid, "go", now=now),
+        lambda s: durable.cancel(s, iid, now=now),
+        lambda s: durable.retry(s, iid, now=now),
+        lambda s: durable.pause_queue(s, "q", now=now),
+        lambda s: durable.resume_queue(s, "q", now=now),
+        lambda s: durable.set_queue_limit(s, "q", 2, now=now),
+        lambda s: durable.explain(s, iid, now=now),
+        lambda s: bulk.bulk_preview(s, "cancel", where, now=now),
+        lambda s: bulk.bulk_start(s, "cancel", where, bound=iid, expected=1, actor="t", now=now),
+        lambda s: bulk.bulk_step(s, 1, now=now),
+        lambda s: upgrades.upgrade_batch(s, Box, now=now),
+        lambda s: upgrades.move(s, iid, "only", now=now),
+        lambda s: fleet.workers(s, now=now),
+        lambda s: fleet.queues(s, now=now),
+        lambda s: dashboard.overview(s, now=now),
+    ):
+        error = refused(engine, call, ValidationError)
+        assert "now must be a timezone-aware datetime" in str(error)
 
 
 @EXAMPLES
