@@ -79,5 +79,8 @@ def test_session_steps_commit_their_transitions_with_the_generic_plan(engine: En
     with Runner(engine, queues={"default": 2}, observer=observe, gc_interval=3600.0):
         assert all_done.wait(60), f"{len(committed)} of {steps} steps committed"
     custom, generic = _plans_of_the_transition_update(engine)
+    # Without the generic plan, the first five executions on each connection are custom
+    # plans at least. (A count can only be lost, never added: a rollback on a pooled
+    # connection would make psycopg deallocate its statements, counts included.)
     assert custom == 0, f"the transition's UPDATE was planned anew {custom} times"
-    assert generic == steps, f"{generic} of {steps} transitions used the generic plan"
+    assert 0 < generic <= steps, f"{generic} of {steps} transitions used the generic plan"
