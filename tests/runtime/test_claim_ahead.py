@@ -107,6 +107,19 @@ def test_a_claim_takes_rows_ahead_when_steps_are_fast(engine: Engine) -> None:
     assert max(sizes) > 2, sizes
 
 
+def test_at_a_low_concurrency_the_line_holds_more_than_its_multiple(engine: Engine) -> None:
+    """At concurrency 2 the line may hold more than AHEAD_LINE x 2 rows while steps drain
+    them fast: claims stay large when a queue's concurrency is split over processes."""
+    sizes, detach = _claims()
+    try:
+        with Runner(engine, queues={QUEUE: 2}, **FAST):
+            _warm(engine)
+    finally:
+        detach()
+    # Two free slots plus a line of AHEAD_LINE x 2 at most before the line's floor.
+    assert max(sizes) > 2 + dispatcher.AHEAD_LINE * 2, sizes
+
+
 def test_rows_stuck_behind_slow_steps_are_given_back(engine: Engine, gate: Gate) -> None:
     """The line is given back once its oldest row waited AHEAD_HOLD_SECONDS: another
     runner may start those rows while this one's steps are slow."""
