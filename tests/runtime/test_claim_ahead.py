@@ -96,13 +96,19 @@ def _running(engine: Engine) -> int:
 _UNFINISHED = "SELECT count(*) FROM gen_durable.gd_instances WHERE finished_at IS NULL"
 
 
-def test_a_claim_takes_rows_ahead_when_steps_are_fast(engine: Engine) -> None:
+def _claims_of_fast_steps(engine: Engine) -> list[int]:
+    """The sizes of the claims a Runner at concurrency 2 makes to drain fast steps."""
     sizes, detach = _claims()
     try:
         with Runner(engine, queues={QUEUE: 2}, **FAST):
             _warm(engine)
     finally:
         detach()
+    return sizes
+
+
+def test_a_claim_takes_rows_ahead_when_steps_are_fast(engine: Engine) -> None:
+    sizes = _claims_of_fast_steps(engine)
     # Two free slots at most, yet claims took more: the line's rows.
     assert max(sizes) > 2, sizes
 
@@ -110,12 +116,7 @@ def test_a_claim_takes_rows_ahead_when_steps_are_fast(engine: Engine) -> None:
 def test_at_a_low_concurrency_the_line_holds_more_than_its_multiple(engine: Engine) -> None:
     """At concurrency 2 the line may hold more than AHEAD_LINE x 2 rows while steps drain
     them fast: claims stay large when a queue's concurrency is split over processes."""
-    sizes, detach = _claims()
-    try:
-        with Runner(engine, queues={QUEUE: 2}, **FAST):
-            _warm(engine)
-    finally:
-        detach()
+    sizes = _claims_of_fast_steps(engine)
     # Two free slots plus a line of AHEAD_LINE x 2 at most before the line's floor.
     assert max(sizes) > 2 + dispatcher.AHEAD_LINE * 2, sizes
 
