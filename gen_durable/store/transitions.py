@@ -168,11 +168,11 @@ def commit(
     running it did (the grouped committer's connection settles on the generic plan by
     itself).
 
-    Statements: the fenced
-    UPDATE, then signal consumption, then — for rows that just parked — a check for
-    signals that are already pending, then the children of landed Spawns and the join of
-    parents whose children just finished (:mod:`gen_durable.store.children`); the children
-    inserted and the instances the join made runnable or cancelled are returned too.
+    Statements: the fenced UPDATE, then signal consumption, then — for rows that just
+    parked — a check for signals that are already pending, then the children of landed
+    Spawns and the join of parents whose children just finished
+    (:mod:`gen_durable.store.children`); the children inserted and the instances the join
+    made runnable or cancelled are returned too.
     """
     if not items:
         return {}
