@@ -34,6 +34,7 @@ from gen_durable.runtime import claiming
 from gen_durable.runtime.committer import Committer, Waiter
 from gen_durable.runtime.executor import Executor
 from gen_durable.runtime.inflight import Inflight
+from gen_durable.runtime.maintenance.scheduler import Scheduler
 from gen_durable.runtime.steps import StepReport
 from gen_durable.store import testing as testing_sql
 from gen_durable.store.transitions import Committed
@@ -96,6 +97,10 @@ def _ignore(committed: list[Committed]) -> None:
     """Nothing to wake: :func:`drain` looks for runnable work itself."""
 
 
+def _wake_nothing(queues: Iterable[str]) -> None:
+    """Nothing to wake: :func:`drain` looks for runnable work itself."""
+
+
 def drain(
     engine: Engine,
     *,
@@ -105,7 +110,8 @@ def drain(
 ) -> list[StepReport]:
     """Run every runnable step, repeatedly, until nothing is runnable; return the reports.
 
-    Each round makes due timers runnable (as the scheduler does), claims what is runnable
+    Each round makes due timers runnable (as a Runner's scheduler does, an await that
+    timed out recorded in the history of a class that keeps it), claims what is runnable
     (in priority, then FIFO order) and runs each claimed step through the runtime's
     executor, committing its transition before the next step runs. Steps that a round
     makes runnable — the next step of an FSM, children of a Spawn, a parent whose join is
@@ -137,11 +143,14 @@ def drain(
         max_children=DEFAULT_MAX_CHILDREN,
     )
     owner = f"gen_durable.testing:{os.getpid()}"
+    # A Runner's scheduler, run by hand: a timeout gets its history row as under a Runner
+    # (by the class's history option; drain's own default, like its steps', is "none").
+    timers = Scheduler(engine, _wake_nothing, interval=1.0)
     reports: list[StepReport] = []
     while names:
+        while timers.run_once():  # a full batch: more may be due
+            pass
         with engine.begin() as conn:
-            while len(store.maintenance.stage_due(conn, 1000, None)) >= 1000:
-                pass
             runnable = [
                 q for q in testing_sql.runnable_queues(conn, names) if wanted is None or q in wanted
             ]

@@ -169,6 +169,22 @@ class Fragile(FSM):
         return Done()
 
 
+def test_drain_records_a_timeout_as_a_runners_scheduler_does(engine: Engine) -> None:
+    """Regression: drain staged due timers without their history rows, so a test of a
+    class that keeps its history saw no ``timeout`` row where a Runner writes one."""
+    kept, plain = start(
+        engine, (Kept, {"how": "timeout", "late": "late"}), (Plain, {"how": "timeout"})
+    )
+    make_due(engine, [kept, plain])
+    drain(engine)
+    timed_out = (1, 0, "ask", "late", "timeout", "available", None)
+    assert rows_of(engine, kept)[:2] == [AWAITED, timed_out]
+    assert instance(engine, kept) == ("done", "answer")
+    # drain's default history, as for its steps: none for a class without the option
+    assert rows_of(engine, plain) == []
+    assert instance(engine, plain) == ("done", "answer")
+
+
 def test_the_reaper_records_the_failure_of_a_last_lost_lease_not_an_earlier_one(
     engine: Engine,
 ) -> None:
