@@ -70,14 +70,6 @@ def _owner(value: object) -> str | None:
     return _text(value, "worker")
 
 
-def _moment(value: object, what: str) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise ValidationError(f"{what} must be a timezone-aware datetime, got {value!r:.80}")
-    return value
-
-
 @attrs.frozen
 class InstanceFilter:
     """Which instances a listing shows: every given field must match (None: any).
@@ -100,8 +92,8 @@ class InstanceFilter:
         if self.status not in (None, *(s.value for s in Status)):
             known = ", ".join(s.value for s in Status)
             raise ValidationError(f"unknown status {self.status!r:.40}; one of: {known}")
-        _moment(self.created_after, "created_after")
-        _moment(self.created_before, "created_before")
+        serialization.check_moment(self.created_after, "created_after")
+        serialization.check_moment(self.created_before, "created_before")
 
     def as_dict(self) -> dict[str, Any]:
         """The set fields, by name."""

@@ -50,9 +50,5 @@ def check_actor(actor: object) -> None:
 
 
 def check_now(now: datetime | None) -> None:
-    """Refuse a ``now=`` the database would misread: a naive datetime would be taken in
-    the session's time zone, shifting every time written with it."""
-    if now is not None and not serialization.is_moment(now):
-        raise ValidationError(
-            f"now must be a timezone-aware datetime in years 1 to 9999, got {now!r:.80}"
-        )
+    """Refuse a ``now=`` the database would misread (:func:`serialization.check_moment`)."""
+    serialization.check_moment(now, "now")

@@ -131,8 +131,7 @@ class InsertSpec:
             raise ValidationError(
                 f"delay must be seconds from 0 to {serialization.MAX_SECONDS:.0f}, got {delay!r}"
             )
-        if run_at is not None and not serialization.is_moment(run_at):
-            raise ValidationError("run_at must be a timezone-aware datetime in years 1 to 9999")
+        serialization.check_moment(run_at, "run_at")
         attempts = target.max_attempts if max_attempts is None else max_attempts
         check_attempts(attempts)
         if concurrency_key is None:

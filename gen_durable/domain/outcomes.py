@@ -65,8 +65,7 @@ class Next:
     def __attrs_post_init__(self) -> None:
         if self.delay is not None and self.run_at is not None:
             raise ValidationError("give delay or run_at, not both")
-        if self.run_at is not None and not serialization.is_moment(self.run_at):
-            raise ValidationError("run_at must be a timezone-aware datetime in years 1 to 9999")
+        serialization.check_moment(self.run_at, "run_at")
 
 
 @attrs.frozen(init=False)
@@ -136,8 +135,7 @@ class Sleep:
         if (seconds is None) == (until is None):
             raise ValidationError("Sleep takes seconds or until=, exactly one")
         _non_negative(self, attrs.fields(Sleep).seconds, seconds)
-        if until is not None and not serialization.is_moment(until):
-            raise ValidationError("until must be a timezone-aware datetime in years 1 to 9999")
+        serialization.check_moment(until, "until")
         _step_name(self, attrs.fields(Sleep).then, then)
         self.__attrs_init__(seconds, until, then, state)
 

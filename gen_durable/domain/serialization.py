@@ -277,5 +277,14 @@ def is_moment(value: object) -> bool:
         return False
 
 
+def check_moment(value: object, what: str) -> None:
+    """Raise ValidationError unless ``value`` is None or a moment (:func:`is_moment`): a
+    naive datetime would be read in the session's time zone, shifting the time."""
+    if value is not None and not is_moment(value):
+        raise ValidationError(
+            f"{what} must be a timezone-aware datetime in years 1 to 9999, got {_brief(value)}"
+        )
+
+
 def _brief(value: object) -> str:
     return typecheck.clip(repr(value), 80)

@@ -258,7 +258,6 @@ def test_graph_draws_timeouts_apart(engine: Engine, db_url: str) -> None:
     with Session(engine) as s, s.begin():
         durable.signal(s, answered, "reply", {})
     make_due(engine, [first, second])
-    Scheduler(engine, lambda queues: None, 1.0).run_once()
     drain(engine)
     with Session(engine) as s:
         found = edges(s, Kept.name)
