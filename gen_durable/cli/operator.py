@@ -8,7 +8,7 @@ import getpass
 import socket
 import sys
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,9 +24,24 @@ else:
     _TextType = _LimitType = click.ParamType
 
 
-SECONDS = click.FloatRange(min=0)
+class Seconds(click.FloatRange):
+    """A duration in seconds, up to the library's longest (100 years): click's
+    ``FloatRange`` alone lets ``nan`` and ``inf`` through."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not serialization.is_seconds(seconds):
+            self.fail(
+                f"{value!r} is not a number of seconds up to {serialization.MAX_SECONDS:,.0f}",
+                param,
+                ctx,
+            )
+        return seconds
+
+
+SECONDS = Seconds(min=0)
 """A duration in seconds, 0 allowed (``--older-than``, ``--grace``)."""
-POSITIVE_SECONDS = click.FloatRange(min=0, min_open=True)
+POSITIVE_SECONDS = Seconds(min=0, min_open=True)
 """A duration in seconds greater than 0 (``--lease``, ``--poll-interval``)."""
 
 

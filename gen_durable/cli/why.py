@@ -9,6 +9,7 @@ import click
 
 from gen_durable.cli import dsn_option, main, open_engine
 from gen_durable.cli.instances import _emit, _fail, _target, json_option
+from gen_durable.cli.operator import POSITIVE_SECONDS
 from gen_durable.client.explain import explain
 from gen_durable.errors import DurableError
 
@@ -18,7 +19,7 @@ from gen_durable.errors import DurableError
 @click.argument("target")
 @click.option(
     "--heartbeat-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=POSITIVE_SECONDS,
     default=60.0,
     show_default=True,
     help="Seconds without a heartbeat after which a runner counts as gone.",

@@ -129,7 +129,7 @@ def _reachable(engine: Engine) -> None:
     "--restart-window",
     default=60.0,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=POSITIVE_SECONDS,
     help="With --processes: the seconds over which --max-restarts counts deaths.",
 )
 @click.option(

@@ -13,6 +13,7 @@ one reading of text as something else is a declared number or bool mapping key
 
 from __future__ import annotations
 
+import enum
 import inspect
 import json
 import math
@@ -36,6 +37,7 @@ def configure(converter: Converter) -> None:
     converter.register_structure_hook(bool, _own_type)
     converter.register_structure_hook(str, _own_type)
     converter.register_structure_hook_func(_is_plain_literal, _literal)
+    converter.register_structure_hook_factory(_is_plain_enum, _enum)
     converter.register_structure_hook_factory(_is_native_union, _native_union)
     converter.register_structure_hook_factory(_is_container, _checked_container)
     converter.register_unstructure_hook_factory(_is_text_keyed, _text_keyed)
@@ -88,6 +90,41 @@ def _literal(value: Any, cl: Any) -> Any:
         return value
     allowed = ", ".join(repr(v) for v in get_args(cl))
     raise _Mismatch(f"expected one of {clip(allowed, 80)}, got {type_of(value)}")
+
+
+def _is_plain_enum(type_: Any) -> bool:
+    """An Enum whose members are not ints, strs or floats themselves (those have the
+    hooks of their base type)."""
+    return (
+        isinstance(type_, type)
+        and issubclass(type_, enum.Enum)
+        and not issubclass(type_, int | str | float)
+    )
+
+
+def _enum(type_: type[enum.Enum], _converter: Converter) -> Callable[[Any, Any], Any]:
+    # Color(True) and Color(1.0) are Color.ONE when ONE = 1: Enum finds members by
+    # equality. A value must have the type of its member's value (an int may stand for a
+    # float one, as in a float field).
+    members = [(member.value, type(member.value), member) for member in type_]
+    allowed = clip(", ".join(repr(value) for value, _, _ in members), 80)
+    flag = issubclass(type_, enum.Flag)
+
+    def structure_enum(value: Any, cl: Any) -> Any:
+        if isinstance(value, cl):
+            return value
+        kind = type(value)
+        for member_value, member_kind, member in members:
+            if member_value == value and (kind is member_kind or (kind is int and member_kind is float)):
+                return member
+        if flag and kind is int:  # a combination of flags
+            try:
+                return cl(value)
+            except ValueError:
+                pass
+        raise _Mismatch(f"expected one of {allowed}, got {type_of(value)}")
+
+    return structure_enum
 
 
 _NATIVE = (int, float, str, bool, type(None))

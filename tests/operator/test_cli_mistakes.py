@@ -76,6 +76,16 @@ def test_a_missing_schema_is_named_with_how_to_migrate(empty_db_url: str, args: 
         (["resume", ""], "QUEUE"),
         (["prune", "--older-than", "-5"], "--older-than"),
         (["why", "1", "--heartbeat-timeout", "0"], "--heartbeat-timeout"),
+        # Not a finite number of seconds: click's FloatRange lets NaN and infinity through.
+        (["run", "--lease", "nan"], "--lease"),
+        (["run", "--poll-interval", "inf"], "--poll-interval"),
+        (["run", "--grace", "nan"], "--grace"),
+        (["run", "--restart-window", "nan"], "--restart-window"),
+        (["prune", "--older-than", "nan"], "--older-than"),
+        (["prune", "--older-than", "inf"], "--older-than"),
+        (["prune", "--older-than", "1e300"], "--older-than"),
+        (["cancel", "--queue", "q", "--older-than", "nan"], "--older-than"),
+        (["why", "1", "--heartbeat-timeout", "nan"], "--heartbeat-timeout"),
     ],
     ids=lambda v: "-".join(v[:3]) if isinstance(v, list) else "",
 )

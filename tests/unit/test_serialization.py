@@ -275,6 +275,17 @@ class Color(enum.IntEnum):
     RED = 1
 
 
+class Shade(enum.Enum):  # a plain Enum: Enum itself finds members by equality
+    LIGHT = 1
+    DARK = "dark"
+    HALF = 0.5
+
+
+class Access(enum.Flag):
+    READ = 1
+    WRITE = 2
+
+
 @attrs.define
 class Strict:
     n: int = 0
@@ -291,6 +302,8 @@ class Strict:
     either: int | str = 0
     kind: Literal[1, "one"] = 1
     color: Color = Color.RED
+    shade: Shade = Shade.LIGHT
+    access: Access = Access.READ
     anything: Any = None
 
 
@@ -321,6 +334,12 @@ COERCED = [  # what the converter turned into something else before
     ({"kind": True}, "$.kind: expected one of 1, 'one', got bool"),
     ({"color": True}, "$.color: expected Color, got bool"),
     ({"color": "1"}, "$.color: expected Color, got str"),
+    ({"shade": True}, "$.shade: expected one of 1, 'dark', 0.5, got bool"),
+    ({"shade": 1.0}, "$.shade: expected one of 1, 'dark', 0.5, got float"),
+    ({"shade": "1"}, "$.shade: expected one of 1, 'dark', 0.5, got str"),
+    ({"shade": "DARK"}, "$.shade: expected one of 1, 'dark', 0.5, got str"),
+    ({"access": True}, "$.access: expected one of 1, 2, got bool"),
+    ({"access": 4}, "$.access: expected one of 1, 2, got int"),
 ]
 
 
@@ -341,6 +360,7 @@ def test_an_instance_built_with_a_wrong_type_is_refused_too(value: Any, message:
 def test_values_of_the_declared_types_are_taken_as_they_are() -> None:
     value: dict[str, Any] = {"n": 2**80, "x": 3, "flag": True, "ns": [-(2**70)], "kind": "one"}
     value |= {"by_id": {1: "a", "-2": "b"}, "by_weight": {0.5: True, 2: False}, "color": 1}
+    value |= {"shade": "dark", "access": 3}
     value |= {"line": {"sku": "s"}, "either": "e", "anything": {"k": [1.5, None]}}
     data = validate_state(value, Strict)
     assert data["by_id"] == {"1": "a", "-2": "b"}  # JSON keys are text
@@ -351,6 +371,9 @@ def test_values_of_the_declared_types_are_taken_as_they_are() -> None:
     assert loaded.by_id == {1: "a", -2: "b"}
     assert loaded.by_weight == {0.5: True, 2.0: False}
     assert loaded.color is Color.RED
+    assert loaded.shade is Shade.DARK and loaded.access is Access.READ | Access.WRITE
+    assert structure({"shade": 1}, Strict).shade is Shade.LIGHT
+    assert structure({"shade": 0.5}, Strict).shade is Shade.HALF
     assert validate_state(loaded, Strict) == data
 
 
