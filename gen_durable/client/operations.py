@@ -97,7 +97,11 @@ def retry(
 ) -> int:
     """Run a failed or cancelled instance again from the step it ended at; returns its id.
 
-    Attempts start over. Raises :class:`InvalidTransition` for an instance that is not
+    Attempts start over. A cancelled instance resumes where the cancel found it: parked on
+    an ``Await`` it awaits again (and wakes once its signals are pending, those sent
+    meanwhile included; its timeout keeps its deadline), a ``Sleep``, delay or backoff
+    goes on until its time, and a step that had been given a pack gets the same pack.
+    Raises :class:`InvalidTransition` for an instance that is not
     failed or cancelled, and :class:`DuplicateInstance` if another unfinished instance
     has taken its correlation key meanwhile. A retry is recorded in the audit table, with
     ``actor`` (None when not given).
@@ -123,6 +127,8 @@ def retry(
         raise InvalidTransition(
             f"instance {instance_id} is {status}; only failed or cancelled ones can be retried"
         )
+    if row.status == "awaiting":  # resumed its Await: signals sent meanwhile may satisfy it
+        store.signals.wake_satisfied(conn, [instance_id], now)
     store.children.reopen(conn, instance_id, now)  # a parent still joining waits for it again
     store.notify.notify(conn, [row.queue])
     store.audit.record(conn, "retry", target=target, instance_id=instance_id, actor=actor, now=now)

@@ -115,7 +115,8 @@ def _enum(type_: type[enum.Enum], _converter: Converter) -> Callable[[Any, Any],
             return value
         kind = type(value)
         for member_value, member_kind, member in members:
-            if member_value == value and (kind is member_kind or (kind is int and member_kind is float)):
+            same = kind is member_kind or (kind is int and member_kind is float)
+            if same and member_value == value:
                 return member
         if flag and kind is int:  # a combination of flags
             try:

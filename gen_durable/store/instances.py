@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, case, cast, func, literal, select, update
+from sqlalchemy import Connection, and_, case, cast, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 
 from gen_durable.store._common import FINISHED, NOW, I, S, param, run, seconds
@@ -197,15 +197,14 @@ CANCELLED: dict[str, Any] = {
     "status": "cancelled",
     "finished_at": NOW,
     "updated_at": NOW,
-    "run_at": None,
     "lease_token": None,
     "lease_owner": None,
     "lease_expires_at": None,
-    "await_names": None,
     "error": cast(param("error", "text"), JSONB),
 }
-"""What a cancel writes: the row finishes, its lease and its awaits revoked (its error is
-the ``error`` parameter, JSON text)."""
+"""What a cancel writes: the row finishes and its lease is revoked (its error is the
+``error`` parameter, JSON text). What it awaited, the pack its step was given and its
+``run_at`` stay, for a retry to resume them."""
 
 
 class InstanceQueue(NamedTuple):
@@ -231,21 +230,47 @@ def cancel(
     return None if row is None else InstanceQueue._make(row)
 
 
+class Retried(NamedTuple):
+    """An instance a retry made unfinished again: its queue and the status it resumed in."""
+
+    id: int
+    queue: str
+    status: str
+
+
+# A cancelled instance resumes where the cancel found it: parked on an Await (with its
+# deadline; the caller wakes it if its signals are already there), or scheduled until a
+# Sleep, delay or backoff is over. Anything else runs its step now.
+_CANCELLED_PARKED = and_(
+    I.c.status == "cancelled", I.c.await_names.is_not(None), I.c.await_pack.is_(None)
+)
+_CANCELLED_SCHEDULED = and_(I.c.status == "cancelled", I.c.run_at > NOW)
 _RETRY = (
     update(I)
     .where(I.c.id == param("id", "bigint"), I.c.status.in_(("failed", "cancelled")))
-    .values(status="available", attempt=0, run_at=NOW, finished_at=None, updated_at=NOW)
-    .returning(I.c.id, I.c.queue)
+    .values(
+        status=case(
+            (_CANCELLED_PARKED, "awaiting"), (_CANCELLED_SCHEDULED, "scheduled"), else_="available"
+        ),
+        run_at=case((or_(_CANCELLED_PARKED, _CANCELLED_SCHEDULED), I.c.run_at), else_=NOW),
+        attempt=0,
+        finished_at=None,
+        updated_at=NOW,
+    )
+    .returning(I.c.id, I.c.queue, I.c.status)
 )
 
 
-def retry(conn: Connection, instance_id: int, now: datetime | None) -> InstanceQueue | None:
-    """Make a failed or cancelled instance runnable again at its step, attempts reset.
+def retry(conn: Connection, instance_id: int, now: datetime | None) -> Retried | None:
+    """Make a failed or cancelled instance unfinished again at its step, attempts reset.
 
-    What the step awaited stays: a step that failed with a pack gets the same pack again.
+    What the step awaited stays: a step that failed or was cancelled with a pack gets the
+    same pack again, and an instance cancelled while parked on an ``Await`` is
+    ``awaiting`` again (with its timeout's deadline), one cancelled while scheduled is
+    ``scheduled`` until its time.
     """
     row = run(conn, _RETRY, {"id": instance_id, "now": now}).one_or_none()
-    return None if row is None else InstanceQueue._make(row)
+    return None if row is None else Retried._make(row)
 
 
 __all__ = [
@@ -253,6 +278,7 @@ __all__ = [
     "FINISHED",
     "InstanceQueue",
     "InstanceRecord",
+    "Retried",
     "SignalRecord",
     "Target",
     "cancel",

@@ -46,6 +46,7 @@ RULES = (
     "cancel:awaiting",
     "retry:failed",
     "retry:cancelled",
+    "await resumed by a retry",
     "duplicate",
     "left over",
     "signal-with-start",
@@ -84,6 +85,10 @@ def count(cases: dict[int, Case], plans: list[dict[str, Any]]) -> Counter[str]:
             and c.version < len(visits) and bool(visits[c.version].get("exhaust"))
             for c in t.commits
         )  # fmt: skip
+        retried = {e.h for e in events if e.kind == "retry" and e.status == "cancelled"}
+        found["await resumed by a retry"] += any(
+            e.kind == "send" and e.status == "awaiting" and e.h in retried for e in events
+        )
         for e in events:
             found[f"{e.kind}:{e.status}" if e.kind in ("cancel", "retry") else e.kind] += 1
             found["woken while parked"] += e.kind == "send" and e.status == "awaiting"

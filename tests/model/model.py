@@ -38,9 +38,9 @@ code the engine runs) with a :class:`Ctx` and applies DESIGN.md §2 and §5 and 
 - **From outside.** ``cancel`` finishes the instance (a running step's commit is fenced
   out); ``cascade`` is the same cancel made by an ancestor's or by ``cancel_rest``;
   ``retry`` of a failed or cancelled one re-runs the step it ended at with attempts
-  reset. After a cancel that is the step it would have run next, with an empty pack — also
-  when the cancel caught a step that had a pack running or backing off (the engine clears
-  what it awaited; the docs only speak of a cancel while it waited).
+  reset. A cancel keeps what the instance awaited: retried, one cancelled while parked on
+  an ``Await`` is parked again (woken at once if its signals are pending, those sent while
+  it was cancelled included); one whose step had its pack gets that pack again.
 
 - **History without a step.** A fired timer commits ``timeout`` (from the step that
   awaited to the one it resumes at), a lost lease on the last attempt ``lease_expired``
@@ -194,13 +194,15 @@ class _Machine:
             self.t.runs[-1] = attrs.evolve(self.t.runs[-1], end="abort")
         if isinstance(self.parked, Spawn):  # its unfinished descendants are cancelled with it
             self.kids = tuple(self._child(o) for o in self._outcomes(self.parked))
+            self.parked = None
         self.t.status, self.t.error = "cancelled", "Cancel"
-        self.parked, self.names, self.pack = None, None, None
 
     def on_retry(self, e: Event) -> None:
         if self.t.status not in ("failed", "cancelled"):
             raise Diverged(f"retried while {self.t.status}")
-        self.t.status, self.attempt = "available", 0
+        parked = self.t.status == "cancelled" and isinstance(self.parked, Await)
+        resumed = parked and self.pack is None and not self._satisfied()
+        self.t.status, self.attempt = "awaiting" if resumed else "available", 0
 
     # -- claiming, running, committing ---------------------------------------------------
     @property

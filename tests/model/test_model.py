@@ -189,16 +189,47 @@ def test_a_crash_on_the_last_attempt_fails_without_on_error() -> None:
     assert trail.commits[-1] == Commit(1, 3, "got", "lease_expired", None, "failed")
 
 
-def test_cancel_while_parked_then_retry_runs_then_with_an_empty_pack() -> None:
+def test_cancel_while_parked_then_retry_resumes_the_await() -> None:
+    events = [
+        at("cancel", 1, "awaiting"),
+        send(2, "cancelled", (5, "a")),  # sent while cancelled: it wakes the retried await
+        at("retry", 2, "cancelled"),
+    ]
+    trail = waiter("a", "b", events=events, all=True)
+    assert trail.commits[1] == Commit(1, 0, "got", "outside_cancel", None, "cancelled")
+    assert trail.status == "awaiting" and [r.step for r in trail.runs] == ["wait"]
+    trail = waiter("a", "b", events=[*events, send(2, "awaiting", (6, "b"))], all=True)
+    assert [(r.step, r.pack, r.attempt) for r in trail.runs] == [
+        ("wait", (), 1),
+        ("got", (5, 6), 1),
+    ]
+    assert trail.status == "done" and trail.consumed == {5: 2, 6: 2}
+
+
+def test_cancel_while_parked_with_its_signals_pending_then_retry_runs_at_once() -> None:
     events = [
         at("cancel", 1, "awaiting"),
         send(2, "cancelled", (5, "a")),
         at("retry", 2, "cancelled"),
     ]
     trail = waiter("a", events=events)
-    assert trail.commits[1] == Commit(1, 0, "got", "outside_cancel", None, "cancelled")
-    assert [(r.step, r.pack, r.attempt) for r in trail.runs] == [("wait", (), 1), ("got", (), 1)]
-    assert trail.stored == {5: "a"} and trail.consumed == {}  # a leftover
+    assert [(r.step, r.pack) for r in trail.runs] == [("wait", ()), ("got", (5,))]
+    assert trail.status == "done"
+
+
+def test_cancel_while_a_step_runs_with_its_pack_then_retry_gives_it_the_same_pack() -> None:
+    events = [
+        send(0, "available", (1, "a")),
+        at("cancel", 1, "running"),
+        send(2, "cancelled", (2, "a")),
+        at("retry", 2, "cancelled"),
+    ]
+    trail = waiter("a", events=events)
+    assert [(r.step, r.pack, r.end) for r in trail.runs][1:] == [
+        ("got", (1,), "abort"),
+        ("got", (1,), "commit"),
+    ]
+    assert trail.consumed == {1: 2}  # the leftover 2 stays pending
 
 
 def test_cancel_while_running_fences_the_step_out() -> None:
