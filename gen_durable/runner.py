@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-import signal
+import select
 import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Engine
@@ -36,6 +37,7 @@ from gen_durable.runtime.maintenance.scheduler import Scheduler
 from gen_durable.runtime.notify import Listener, Notifier
 from gen_durable.runtime.service import Service
 from gen_durable.runtime.steps import StepReport
+from gen_durable.runtime.stop_signals import ASKED, stop_pipe, stop_signals
 from gen_durable.runtime.workers import WorkerPool
 from gen_durable.store import models, schema
 from gen_durable.store.transitions import Committed
@@ -143,6 +145,8 @@ class Runner:
         self._check_pool(engine)
         self._check_schema = check_schema
         self._stop_requested = threading.Event()
+        self._wake_lock = threading.Lock()
+        self._wake_w: int | None = None  # run_forever's pipe, for request_stop()
         self._started = False
         self._stopped = False
         self.inflight = Inflight()
@@ -274,7 +278,7 @@ class Runner:
         if not self._started or self._stopped:
             return
         self._stopped = True
-        self._stop_requested.set()
+        self.request_stop()  # run_forever() returns too
         grace = self.grace if grace is None else grace
         for dispatcher in self.dispatchers.values():
             dispatcher.stop_claiming()
@@ -320,27 +324,35 @@ class Runner:
                 lease.cancel.set()
 
     def run_forever(self) -> None:
-        """Start, then block until SIGTERM/SIGINT (or :meth:`request_stop`), then stop."""
-        previous: dict[signal.Signals, Any] = {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                previous[signum] = signal.signal(signum, self._on_signal)
+        """Start, then block until SIGTERM/SIGINT (or :meth:`request_stop`), then stop.
+
+        In the main thread, SIGTERM and SIGINT reach it through a pipe, not a Python
+        handler that would take a lock in the middle of whatever the thread was doing.
+        """
         try:
-            self.start()
-            while not self._stop_requested.wait(0.5):
-                pass
+            with stop_pipe() as (wake_r, wake_w):
+                with self._wake_lock:
+                    self._wake_w = wake_w
+                try:
+                    self.start()
+                    while not self._stop_requested.is_set():
+                        select.select([wake_r], [], [])
+                        if stop_signals(os.read(wake_r, 512)):
+                            log.info("received SIGTERM or SIGINT: stopping")
+                            break
+                finally:
+                    with self._wake_lock:  # request_stop() never writes to a closed fd
+                        self._wake_w = None
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
             self.stop()
 
     def request_stop(self) -> None:
         """Ask :meth:`run_forever` to stop (thread-safe)."""
         self._stop_requested.set()
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        log.info("received signal %s: stopping", signum)
-        self._stop_requested.set()
+        with self._wake_lock:
+            if self._wake_w is not None:
+                with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending
+                    os.write(self._wake_w, ASKED)
 
     def __enter__(self) -> Runner:
         return self.start()

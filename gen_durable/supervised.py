@@ -4,17 +4,13 @@ or by the supervisor's death)."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import multiprocessing
 import os
-import signal
 import sys
-import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from multiprocessing.connection import Connection, wait
-from types import FrameType
 from typing import Any
 
 import attrs
@@ -26,6 +22,7 @@ from gen_durable.domain.cron import Cron
 from gen_durable.errors import ConfigurationError, DurableError
 from gen_durable.runner import SERVICE_CONNECTIONS, Runner
 from gen_durable.runtime import config
+from gen_durable.runtime.stop_signals import stop_pipe, stop_signals
 from gen_durable.store.models import configure_schema
 from gen_durable.telemetry.logs import TEXT_FORMAT, configure_logging
 
@@ -213,39 +210,6 @@ def build_runner(spec: ChildSpec) -> Runner:
     return Runner(engine, spec.queues, supervisor=spec.supervisor, **options)
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-
-def _caught(signum: int, frame: FrameType | None) -> None:
-    """The Python handler of SIGTERM/SIGINT: nothing, the wakeup fd carries the signal."""
-
-
-@contextlib.contextmanager
-def signals_to(fd: int) -> Iterator[None]:
-    """While inside, SIGTERM and SIGINT are written to ``fd`` (a non-blocking pipe) by the
-    C handler, in whichever thread gets them, instead of stopping the process.
-
-    A main thread blocked in ``wait()`` on that pipe wakes up at once (a Python handler
-    would only run once the main thread runs again). Outside the main thread: no change.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous_fd = signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
-    previous = {signum: signal.signal(signum, _caught) for signum in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        signal.set_wakeup_fd(previous_fd)
-
-
-def stop_signals(data: bytes) -> int:
-    """How many SIGTERM/SIGINT the bytes read from a wakeup fd hold."""
-    return sum(1 for signum in data if signum in STOP_SIGNALS)
-
-
 def child_main(spec: ChildSpec, reports: Connection) -> None:
     """A child process: run its Runner until SIGTERM/SIGINT or the supervisor's death.
 
@@ -254,9 +218,7 @@ def child_main(spec: ChildSpec, reports: Connection) -> None:
     stop, 1 (fatal or a crash), 3 (the database was unreachable at start).
     """
     # First of all: a stop asked for while the child starts is kept, not lost.
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    with signals_to(wake_w):
+    with stop_pipe() as (wake_r, _):
         _serve(spec, reports, wake_r)
 
 

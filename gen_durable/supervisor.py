@@ -31,6 +31,7 @@ from gen_durable import store, supervised
 from gen_durable.domain.retry import Backoff
 from gen_durable.errors import ConfigurationError
 from gen_durable.runtime import config
+from gen_durable.runtime.stop_signals import ASKED, stop_pipe, stop_signals
 from gen_durable.store import schema
 from gen_durable.supervised import (
     ChildSettings,
@@ -206,16 +207,12 @@ class Supervisor:
         if self._ran:
             raise ConfigurationError("this Supervisor already ran")
         self._ran = True
-        self._wake_r, wake_w = os.pipe()
-        os.set_blocking(wake_w, False)
-        self._wake_w = wake_w
-        try:
-            with supervised.signals_to(wake_w):
+        with stop_pipe() as (self._wake_r, wake_w):
+            self._wake_w = wake_w
+            try:
                 return self._run()
-        finally:
-            self._wake_w = None
-            os.close(self._wake_r)
-            os.close(wake_w)
+            finally:
+                self._wake_w = None
 
     def _run(self) -> int:
         try:
@@ -386,7 +383,7 @@ class Supervisor:
         """Read the wake-up pipe: SIGTERM/SIGINT (from the wakeup fd) ask for a stop, a
         second one for a kill; a zero byte is :meth:`request_stop`."""
         if self._wake_r in ready:
-            received = supervised.stop_signals(os.read(self._wake_r, 512))
+            received = stop_signals(os.read(self._wake_r, 512))
             self._signals += received
             self._stopping = self._stopping or received > 0
 
@@ -395,4 +392,4 @@ class Supervisor:
         if fd is None:  # run() is over
             return
         with contextlib.suppress(OSError):  # the pipe is full: a wake-up is pending anyway
-            os.write(fd, b"\0")
+            os.write(fd, ASKED)

@@ -20,6 +20,7 @@ from gen_durable.domain.options import HISTORY_MODES
 from gen_durable.endpoints import LIVE_PATH, READY_PATH, Endpoints
 from gen_durable.errors import ConfigurationError
 from gen_durable.runner import Runner
+from gen_durable.runtime.stop_signals import stop_pipe, stop_signals
 from gen_durable.store import models
 from gen_durable.store.schema import check as check_schema
 from gen_durable.supervised import (
@@ -29,8 +30,6 @@ from gen_durable.supervised import (
     load_object,
     load_schedules,
     runner_engine,
-    signals_to,
-    stop_signals,
     unreachable_reason,
 )
 from gen_durable.supervisor import Supervisor
@@ -261,20 +260,14 @@ def run(
 
 def _run_until_signal(runner: Runner, served: Endpoints, url: Any) -> None:
     """Start ``runner``, serve its endpoints, stop it at SIGTERM/SIGINT."""
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    try:
-        with signals_to(wake_w):
-            runner.start()
-            try:
-                with served.running(runner.node_id, url):
-                    while not stop_signals(os.read(wake_r, 512)):
-                        pass
-            finally:
-                runner.stop()
-    finally:
-        os.close(wake_r)
-        os.close(wake_w)
+    with stop_pipe() as (wake_r, _):
+        runner.start()
+        try:
+            with served.running(runner.node_id, url):
+                while not stop_signals(os.read(wake_r, 512)):
+                    pass
+        finally:
+            runner.stop()
 
 
 def _say(message: str) -> None:
@@ -339,10 +332,8 @@ def dev() -> None:
     from gen_durable.devserver import embedded
     from gen_durable.store.schema import install
 
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
     # From the start: a signal while the server starts is kept, and stops it once up.
-    with signals_to(wake_w), embedded() as url:
+    with stop_pipe() as (wake_r, _), embedded() as url:
         engine = create_engine(url)
         install(engine)
         engine.dispose()
@@ -351,5 +342,3 @@ def dev() -> None:
         while not stop_signals(os.read(wake_r, 512)):
             pass
         click.echo("stopping the server and deleting its data", err=True)
-    os.close(wake_r)
-    os.close(wake_w)

@@ -8,6 +8,8 @@ transition, once. ``Gated.work`` holds its worker until the test opens ``sup_gat
 
 With ``GD_TEST_CHILD_DIES`` set, a process started by a supervisor dies as soon as it
 imports this module: a child that keeps dying (the supervisor itself imports it safely).
+With ``GD_TEST_CHILD_REFUSES`` set, importing it there raises ``ConfigurationError``: a
+child whose configuration keeps it from starting.
 """
 
 from __future__ import annotations
@@ -21,9 +23,12 @@ from sqlalchemy import Engine, create_engine, pool, text
 
 import gen_durable as durable
 from gen_durable import FSM, Done, Next
+from gen_durable.errors import ConfigurationError
 
 if os.environ.get("GD_TEST_CHILD_DIES") and multiprocessing.parent_process() is not None:
     os._exit(7)
+if os.environ.get("GD_TEST_CHILD_REFUSES") and multiprocessing.parent_process() is not None:
+    raise ConfigurationError("this child's configuration is refused")
 
 SETUP = """
 CREATE TABLE IF NOT EXISTS sup_runs (

@@ -211,11 +211,12 @@ def test_a_child_that_cannot_start_for_its_configuration_exits_1_without_restart
 ) -> None:
     out = subprocess.run(
         command("run", "--import", "procs.supervised_app", "--processes", "2", "--queues",
-                "default=2", "--lease", "nan"),  # click lets NaN through; each Runner refuses it
-        env=environment(db_url), capture_output=True, text=True, timeout=120, cwd=TESTS,
+                "default=2"),
+        env=environment(db_url, GD_TEST_CHILD_REFUSES="1"), capture_output=True, text=True,
+        timeout=120, cwd=TESTS,
     )  # fmt: skip
     assert out.returncode == 1, out.stderr
-    assert "lease must be a finite number > 0" in out.stderr
+    assert "this child's configuration is refused" in out.stderr
     assert "restarting" not in out.stderr
 
 
