@@ -22,7 +22,7 @@ from typing import Any
 from cattrs.errors import BaseValidationError
 from cattrs.preconf.json import make_converter
 
-from gen_durable.domain import typecheck
+from gen_durable.domain import misfit, typecheck
 from gen_durable.errors import InvalidPayload, InvalidState, PayloadTooLarge, ValidationError
 from gen_durable.types import JSON
 
@@ -82,7 +82,7 @@ def structure(
     try:
         return converter.structure(value, type_)
     except (BaseValidationError, TypeError, ValueError, KeyError, AttributeError) as exc:
-        detail = "; ".join(typecheck.problems(exc))
+        detail = "; ".join(misfit.problems(exc))
         # Not chained: the cause's text may quote the value, and a step's error keeps
         # its traceback.
         raise InvalidState(f"{what} does not fit {type_.__qualname__}: {detail}") from None
@@ -138,10 +138,10 @@ def _encoded(data: Any, what: str, type_: type[Any] | None) -> Encoded:
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidPayload(f"{what} is not JSON-serialisable: {exc}") from exc
     # The encoder would turn 1 into "1" silently, and {1: a, "1": b} into one key.
-    found = typecheck.non_text_key(data)
+    found = misfit.non_text_key(data)
     if found is not None:
-        where = typecheck.json_path(found[1:])
-        problem = f"{where} has a key of type {typecheck.type_of(found[0])}; keys are text"
+        where = misfit.json_path(found[1:])
+        problem = f"{where} has a key of type {misfit.type_of(found[0])}; keys are text"
         if type_ is None:
             raise InvalidPayload(f"{what} may only have text keys: {problem}")
         raise InvalidState(f"{what} does not fit {type_.__qualname__}: {problem}")
@@ -287,4 +287,4 @@ def check_moment(value: object, what: str) -> None:
 
 
 def _brief(value: object) -> str:
-    return typecheck.clip(repr(value), 80)
+    return misfit.clip(repr(value), 80)

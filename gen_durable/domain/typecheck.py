@@ -1,5 +1,5 @@
-"""The strict hooks of the one converter (:data:`gen_durable.serialization.converter`),
-and the wording of what did not fit.
+"""The strict hooks of the one converter (:data:`gen_durable.serialization.converter`);
+what did not fit is worded by :mod:`gen_durable.domain.misfit`.
 
 Types are checked, never coerced. cattrs alone calls the declared type on the value, so
 ``int(1.7)``, ``int("12")``, ``str(5)``, ``bool("false")`` and a str read as a list of
@@ -13,6 +13,7 @@ one reading of text as something else is a declared number or bool mapping key
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import inspect
 import json
@@ -22,12 +23,14 @@ import threading
 import types
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence, Set
+from datetime import date, datetime
 from typing import Any, Literal, Union, get_args, get_origin
 
 import attrs
 from cattrs import Converter
 from cattrs.cols import mapping_structure_factory, mapping_unstructure_factory
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+
+from gen_durable.domain.misfit import Mismatch, clip, mismatch, type_name, type_of
 
 
 def configure(converter: Converter) -> None:
@@ -36,6 +39,8 @@ def configure(converter: Converter) -> None:
     converter.register_structure_hook(float, _float)
     converter.register_structure_hook(bool, _own_type)
     converter.register_structure_hook(str, _own_type)
+    converter.register_structure_hook(datetime, _moment)
+    converter.register_structure_hook(date, _moment)
     converter.register_structure_hook_func(_is_plain_literal, _literal)
     converter.register_structure_hook_factory(_is_plain_enum, _enum)
     converter.register_structure_hook_factory(_is_native_union, _native_union)
@@ -43,23 +48,10 @@ def configure(converter: Converter) -> None:
     converter.register_unstructure_hook_factory(_is_text_keyed, _text_keyed)
 
 
-class _Mismatch(TypeError):
-    """A value of the wrong type: its message names types, never the value."""
-
-
-def _mismatch(expected: str, value: object) -> _Mismatch:
-    return _Mismatch(f"expected {expected}, got {type_of(value)}")
-
-
-def type_of(value: object) -> str:
-    """A short description of a value that does not show it: its type's name."""
-    return "None" if value is None else type(value).__name__
-
-
 def _int(value: Any, cl: type[Any]) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         return value if cl is int else cl(value)  # cl: an int subclass such as an IntEnum
-    raise _mismatch(cl.__name__, value)
+    raise mismatch(cl.__name__, value)
 
 
 def _float(value: Any, cl: type[Any]) -> Any:
@@ -67,15 +59,35 @@ def _float(value: Any, cl: type[Any]) -> Any:
         try:
             return cl(value)
         except OverflowError:
-            raise _Mismatch(f"expected {cl.__name__}, got an int beyond its range") from None
-    raise _mismatch(cl.__name__, value)
+            raise Mismatch(f"expected {cl.__name__}, got an int beyond its range") from None
+    raise mismatch(cl.__name__, value)
 
 
 def _own_type(value: Any, cl: type[Any]) -> Any:
     base = bool if issubclass(cl, bool) else str
     if isinstance(value, base):
         return value if cl is base else cl(value)  # cl: a subclass such as a str Enum
-    raise _mismatch(cl.__name__, value)
+    raise mismatch(cl.__name__, value)
+
+
+def _moment(value: Any, cl: type[date]) -> Any:
+    # A datetime or date as the converter writes it (ISO 8601 text), or one already; a
+    # date's text is not a datetime (nor a datetime, being a date subclass, a date).
+    if type(value) is cl or (cl is datetime and isinstance(value, datetime)):
+        return value
+    if isinstance(value, str) and not (cl is datetime and _is_date_text(value)):
+        with contextlib.suppress(ValueError):
+            return cl.fromisoformat(value)
+    got = "other text" if isinstance(value, str) else type_of(value)
+    raise Mismatch(f"expected {cl.__name__} as ISO 8601 text, got {got}")
+
+
+def _is_date_text(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_plain_literal(type_: Any) -> bool:
@@ -89,7 +101,7 @@ def _literal(value: Any, cl: Any) -> Any:
     if any(type(value) is type(v) and value == v for v in get_args(cl)):
         return value
     allowed = ", ".join(repr(v) for v in get_args(cl))
-    raise _Mismatch(f"expected one of {clip(allowed, 80)}, got {type_of(value)}")
+    raise Mismatch(f"expected one of {clip(allowed, 80)}, got {type_of(value)}")
 
 
 def _is_plain_enum(type_: Any) -> bool:
@@ -123,7 +135,7 @@ def _enum(type_: type[enum.Enum], _converter: Converter) -> Callable[[Any, Any],
                 return cl(value)
             except ValueError:
                 pass
-        raise _Mismatch(f"expected one of {allowed}, got {type_of(value)}")
+        raise Mismatch(f"expected one of {allowed}, got {type_of(value)}")
 
     return structure_enum
 
@@ -148,7 +160,7 @@ def _native_union(type_: Any, converter: Converter) -> Callable[[Any, Any], Any]
     literals = [m for m in members if m not in kinds and _is_plain_literal(m)]
     rest = [m for m in members if m not in kinds and m not in literals]
     spill: Any = Union[tuple(rest)] if rest else None  # noqa: UP007 (built from a tuple)
-    name = _type_name(type_)
+    name = type_name(type_)
 
     def structure_union(value: Any, _: Any) -> Any:
         if isinstance(value, bool):
@@ -167,9 +179,9 @@ def _native_union(type_: Any, converter: Converter) -> Callable[[Any, Any], Any]
         try:
             if spill is not None:
                 return converter.structure(value, spill)
-        except _Mismatch:
+        except Mismatch:
             pass  # the whole union is what was expected
-        raise _mismatch(name, value)
+        raise mismatch(name, value)
 
     return structure_union
 
@@ -226,12 +238,12 @@ def _checked_container(type_: Any, converter: Converter) -> Callable[[Any, Any],
 
     def structure_checked(value: Any, cl: Any) -> Any:
         if not isinstance(value, accepted):
-            raise _mismatch(expected, value)
+            raise mismatch(expected, value)
         if read_key is not None:
             given: Mapping[Any, Any] = value  # type: ignore[assignment]  # checked above
             value = {read_key(k) if isinstance(k, str) else k: v for k, v in given.items()}
             if len(value) != len(given):
-                raise _Mismatch("got two keys that are one number once read")
+                raise Mismatch("got two keys that are one number once read")
         return base(value, cl)
 
     return structure_checked
@@ -292,92 +304,3 @@ def _text_keyed(type_: Any, converter: Converter) -> Callable[[Any], Any]:
 def _key_text(key: Any, _type: Any = None) -> Any:
     # json.dumps spells True "true" and 1.5 "1.5": the texts the key reader reads back.
     return key if isinstance(key, str) else json.dumps(key)
-
-
-# --- what did not fit --------------------------------------------------------------------
-
-
-def problems(exc: BaseException, path: str = "$", type_: Any = None) -> list[str]:
-    """One line per problem of a structuring error, each naming its path as cattrs'
-    ``transform_error`` does (``$.lines[0].sku``), and never quoting a value."""
-    at = "" if path == "$" else f"{path}: "
-    if isinstance(exc, ClassValidationError):
-        noted, bare = exc.group_exceptions()
-        missing = [note.name for sub, note in noted if isinstance(sub, KeyError)]
-        found = [f"{at}missing required field(s): {', '.join(missing)}"] if missing else []
-        for sub, note in noted:
-            if not isinstance(sub, KeyError):
-                found += problems(sub, f"{path}.{note.name}", note.type)
-        return found + [line for sub in bare for line in problems(sub, path)]
-    if isinstance(exc, IterableValidationError):
-        found = []
-        listed, bare = exc.group_exceptions()
-        for sub, item in listed:
-            where = path + json_path([item.index])[1:]
-            if item.startswith("Structuring mapping key"):
-                where += " (a key)"
-            found += problems(sub, where, item.type)
-        return found + [line for sub in bare for line in problems(sub, path)]
-    if isinstance(exc, _Mismatch):
-        return [f"{at}{exc}"]
-    if isinstance(exc, ForbiddenExtraKeysError):
-        names = ", ".join(clip(repr(k), 40) for k in sorted(exc.extra_fields)[:10])
-        return [f"{at}extra field(s): {names}"]
-    if isinstance(exc, KeyError):
-        return [f"{at}a required field is missing"]
-    if type_ is not None and isinstance(exc, TypeError | ValueError):
-        return [f"{at}not a valid {_type_name(type_)}"]
-    # Raised by the class itself (an attrs validator, say): its author's words.
-    return [f"{at}{type(exc).__name__}: {clip(str(exc), 120)}"]
-
-
-_NESTED = (dict, list, tuple)
-
-
-def non_text_key(node: Any) -> list[Any] | None:
-    """The first dict key in ``node`` that is not text, followed by the path to its
-    dict, innermost first; None when every key is text."""
-    # One pass, in Python, over every payload stored: kept to the bare minimum.
-    if isinstance(node, dict):
-        for key, item in node.items():
-            if not isinstance(key, str):
-                return [key]
-            if isinstance(item, _NESTED):
-                found = non_text_key(item)
-                if found is not None:
-                    found.append(key)
-                    return found
-    elif isinstance(node, list | tuple):
-        for index, item in enumerate(node):
-            if isinstance(item, _NESTED):
-                found = non_text_key(item)
-                if found is not None:
-                    found.append(index)
-                    return found
-    return None
-
-
-def json_path(steps: list[Any]) -> str:
-    """``$.a[0].b`` from the steps to a value, innermost first (keys are clipped)."""
-    parts = ["$"]
-    for step in reversed(steps):
-        if isinstance(step, int):
-            parts.append(f"[{step}]")
-        elif isinstance(step, str) and step.isidentifier():
-            parts.append(f".{clip(step, 40)}")
-        else:
-            parts.append(f"[{clip(repr(step), 40)}]")
-    return "".join(parts)
-
-
-def _type_name(type_: Any) -> str:
-    if get_origin(type_) in (Union, types.UnionType):
-        return " | ".join(_type_name(m) for m in get_args(type_))
-    if type_ is type(None):
-        return "None"
-    return type_.__name__ if isinstance(type_, type) else repr(type_).replace("typing.", "")
-
-
-def clip(text: str, size: int) -> str:
-    """``text``, cut to ``size`` characters."""
-    return text if len(text) <= size else text[: size - 3] + "..."

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 import attrs
@@ -304,6 +304,8 @@ class Strict:
     color: Color = Color.RED
     shade: Shade = Shade.LIGHT
     access: Access = Access.READ
+    when: datetime | None = None
+    day: date | None = None
     anything: Any = None
 
 
@@ -340,6 +342,9 @@ COERCED = [  # what the converter turned into something else before
     ({"shade": "DARK"}, "$.shade: expected one of 1, 'dark', 0.5, got str"),
     ({"access": True}, "$.access: expected one of 1, 2, got bool"),
     ({"access": 4}, "$.access: expected one of 1, 2, got int"),
+    ({"when": "2024-05-01"}, "$.when: expected datetime as ISO 8601 text, got other text"),
+    ({"when": 1714521600}, "$.when: expected datetime as ISO 8601 text, got int"),
+    ({"day": "2024-05-01T00:00:00"}, "$.day: expected date as ISO 8601 text, got other text"),
 ]
 
 
@@ -360,7 +365,8 @@ def test_an_instance_built_with_a_wrong_type_is_refused_too(value: Any, message:
 def test_values_of_the_declared_types_are_taken_as_they_are() -> None:
     value: dict[str, Any] = {"n": 2**80, "x": 3, "flag": True, "ns": [-(2**70)], "kind": "one"}
     value |= {"by_id": {1: "a", "-2": "b"}, "by_weight": {0.5: True, 2: False}, "color": 1}
-    value |= {"shade": "dark", "access": 3}
+    value |= {"shade": "dark", "access": 3, "day": "2024-05-01"}
+    value |= {"when": datetime(2024, 5, 1, 12, tzinfo=UTC)}  # one already: no text needed
     value |= {"line": {"sku": "s"}, "either": "e", "anything": {"k": [1.5, None]}}
     data = validate_state(value, Strict)
     assert data["by_id"] == {"1": "a", "-2": "b"}  # JSON keys are text
@@ -372,6 +378,8 @@ def test_values_of_the_declared_types_are_taken_as_they_are() -> None:
     assert loaded.by_weight == {0.5: True, 2.0: False}
     assert loaded.color is Color.RED
     assert loaded.shade is Shade.DARK and loaded.access is Access.READ | Access.WRITE
+    assert loaded.when == datetime(2024, 5, 1, 12, tzinfo=UTC)
+    assert loaded.day == date(2024, 5, 1)
     assert structure({"shade": 1}, Strict).shade is Shade.LIGHT
     assert structure({"shade": 0.5}, Strict).shade is Shade.HALF
     assert validate_state(loaded, Strict) == data
