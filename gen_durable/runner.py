@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import select
@@ -37,7 +36,7 @@ from gen_durable.runtime.maintenance.scheduler import Scheduler
 from gen_durable.runtime.notify import Listener, Notifier
 from gen_durable.runtime.service import Service
 from gen_durable.runtime.steps import StepReport
-from gen_durable.runtime.stop_signals import ASKED, stop_pipe, stop_signals
+from gen_durable.runtime.stop_signals import Waker, stop_pipe, stop_signals
 from gen_durable.runtime.workers import WorkerPool
 from gen_durable.store import models, schema
 from gen_durable.store.transitions import Committed
@@ -145,8 +144,7 @@ class Runner:
         self._check_pool(engine)
         self._check_schema = check_schema
         self._stop_requested = threading.Event()
-        self._wake_lock = threading.Lock()
-        self._wake_w: int | None = None  # run_forever's pipe, for request_stop()
+        self._waker = Waker()  # run_forever's pipe, for request_stop()
         self._started = False
         self._stopped = False
         self.inflight = Inflight()
@@ -330,29 +328,20 @@ class Runner:
         handler that would take a lock in the middle of whatever the thread was doing.
         """
         try:
-            with stop_pipe() as (wake_r, wake_w):
-                with self._wake_lock:
-                    self._wake_w = wake_w
-                try:
-                    self.start()
-                    while not self._stop_requested.is_set():
-                        select.select([wake_r], [], [])
-                        if stop_signals(os.read(wake_r, 512)):
-                            log.info("received SIGTERM or SIGINT: stopping")
-                            break
-                finally:
-                    with self._wake_lock:  # request_stop() never writes to a closed fd
-                        self._wake_w = None
+            with stop_pipe() as (wake_r, wake_w), self._waker.attached(wake_w):
+                self.start()
+                while not self._stop_requested.is_set():
+                    select.select([wake_r], [], [])
+                    if stop_signals(os.read(wake_r, 512)):
+                        log.info("received SIGTERM or SIGINT: stopping")
+                        break
         finally:
             self.stop()
 
     def request_stop(self) -> None:
         """Ask :meth:`run_forever` to stop (thread-safe)."""
         self._stop_requested.set()
-        with self._wake_lock:
-            if self._wake_w is not None:
-                with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending
-                    os.write(self._wake_w, ASKED)
+        self._waker.wake()
 
     def __enter__(self) -> Runner:
         return self.start()

@@ -10,7 +10,6 @@ children keep dying. The child side lives in :mod:`gen_durable.supervised`.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -31,7 +30,7 @@ from gen_durable import store, supervised
 from gen_durable.domain.retry import Backoff
 from gen_durable.errors import ConfigurationError
 from gen_durable.runtime import config
-from gen_durable.runtime.stop_signals import ASKED, stop_pipe, stop_signals
+from gen_durable.runtime.stop_signals import Waker, stop_pipe, stop_signals
 from gen_durable.store import schema
 from gen_durable.supervised import (
     ChildSettings,
@@ -169,11 +168,11 @@ class Supervisor:
             raise ConfigurationError(f"the children's options must be picklable: {exc}") from exc
         self._context = multiprocessing.get_context("spawn")
         self._engine: Engine | None = None
-        self._stopping = False  # a plain flag: a signal handler sets it
+        self._stopping = False  # set by request_stop() from any thread, or by a signal
         self._signals = 0
         self._ran = False
         self._wake_r = -1
-        self._wake_w: int | None = None  # a self-pipe while run() runs
+        self._waker = Waker()  # the self-pipe's write end while run() runs
         self._deaths: deque[float] = deque()
 
     @property
@@ -196,7 +195,7 @@ class Supervisor:
     def request_stop(self) -> None:
         """Ask :meth:`run` to stop the children and return (thread-safe)."""
         self._stopping = True
-        self._wake()
+        self._waker.wake()
 
     def run(self) -> int:
         """Start the children, supervise them until stopped, return the exit code.
@@ -207,12 +206,8 @@ class Supervisor:
         if self._ran:
             raise ConfigurationError("this Supervisor already ran")
         self._ran = True
-        with stop_pipe() as (self._wake_r, wake_w):
-            self._wake_w = wake_w
-            try:
-                return self._run()
-            finally:
-                self._wake_w = None
+        with stop_pipe() as (self._wake_r, wake_w), self._waker.attached(wake_w):
+            return self._run()
 
     def _run(self) -> int:
         try:
@@ -386,10 +381,3 @@ class Supervisor:
             received = stop_signals(os.read(self._wake_r, 512))
             self._signals += received
             self._stopping = self._stopping or received > 0
-
-    def _wake(self) -> None:
-        fd = self._wake_w
-        if fd is None:  # run() is over
-            return
-        with contextlib.suppress(OSError):  # the pipe is full: a wake-up is pending anyway
-            os.write(fd, ASKED)

@@ -61,6 +61,33 @@ def stop_pipe() -> Iterator[tuple[int, int]]:
         os.close(write_fd)
 
 
+class Waker:
+    """The write end of a stop pipe, for other threads to wake the waiting one with
+    :data:`ASKED`: never written once detached (the fd may be closed, or reused)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+
+    @contextlib.contextmanager
+    def attached(self, fd: int) -> Iterator[None]:
+        """Wake through ``fd`` while inside."""
+        with self._lock:
+            self._fd = fd
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._fd = None
+
+    def wake(self) -> None:
+        """Wake the waiting thread (nothing when no pipe is attached)."""
+        with self._lock:
+            if self._fd is not None:
+                with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending
+                    os.write(self._fd, ASKED)
+
+
 def stop_signals(data: bytes) -> int:
     """How many SIGTERM/SIGINT the bytes read from a wakeup fd hold."""
     return sum(1 for signum in data if signum in STOP_SIGNALS)
