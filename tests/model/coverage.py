@@ -53,7 +53,9 @@ RULES = (
 )
 """What every run of the fast tier must have exercised. Not required, because whether
 they happen is timing: signals landing while a step runs (counted as "sent while
-running") and lost leases (the long tier's kills make them)."""
+running"), a cancel that catches a step holding its pack ("cancelled holding its pack":
+the poll must see it running or backing off) and lost leases (the long tier's kills make
+them)."""
 
 
 def _spec(case: Case, version: int, kind: str) -> dict[str, Any] | None:
@@ -85,6 +87,9 @@ def count(cases: dict[int, Case], plans: list[dict[str, Any]]) -> Counter[str]:
             and c.version < len(visits) and bool(visits[c.version].get("exhaust"))
             for c in t.commits
         )  # fmt: skip
+        found["cancelled holding its pack"] += script.get("cancel_when") == "packed" and any(
+            e.kind == "cancel" and e.status != "awaiting" for e in events
+        )
         retried = {e.h for e in events if e.kind == "retry" and e.status == "cancelled"}
         found["await resumed by a retry"] += any(
             e.kind == "send" and e.status == "awaiting" and e.h in retried for e in events

@@ -233,7 +233,9 @@ class Driver:
                 return ("send", t, batch)
         if t.cancel is not None and row.finished:
             t.cancel = None
-        if t.cancel is not None and row.status == "awaiting" and row.version >= t.cancel:
+        packed = t.script.get("cancel_when") == "packed"
+        seen = row.packed if packed else row.status == "awaiting"
+        if t.cancel is not None and seen and row.version >= t.cancel:
             return ("cancel", t, None)
         if t.retry and row.status in ("failed", "cancelled"):
             return ("retry", t, None)

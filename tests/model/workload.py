@@ -15,8 +15,9 @@ A *plan* says what one top-level instance does and what happens to it from outsi
   ``insert`` (in the creating transaction), ``asap``, when ``parked``, ``retrying`` (while
   a step that has a pack runs again), ``late`` (from a version on) or once ``finished``
   (left over);
-- ``cancel`` (a version from which it is cancelled when seen parked) and ``retry`` (once
-  it failed or was cancelled).
+- ``cancel`` (a version from which it is cancelled when seen parked, or with
+  ``cancel_when`` "packed" when seen holding a pack: running, backing off or rate limited
+  in the step after an await) and ``retry`` (once it failed or was cancelled).
 
 Children carry the same fields in their script. Under ``fail_fast``/``cancel_rest`` a
 spawn has exactly one failing child; its siblings *hold* (await "hold", released only
@@ -186,6 +187,8 @@ def instance_plans(draw: Any, ordinal: int, prefix: str = "m") -> dict[str, Any]
     if draw(st.integers(0, 6)) == 0:
         script["cancel"] = draw(st.integers(0, 3))
     script["retry"] = not _fail_fast(script) and draw(st.booleans())
+    if "cancel" in script:  # drawn last: the draws above stay those of earlier workloads
+        script["cancel_when"] = draw(st.sampled_from(("parked", "parked", "packed")))
     return {"cls": cls, "key": key, "create": create, "script": script}
 
 
