@@ -171,12 +171,21 @@ def _each(
                     done = api.cancel(s, _target(target), reason or "cancelled", actor=actor)
                     said = "cancelled" if done else "already finished: nothing to cancel"
                 else:
-                    said = (
-                        f"instance {api.retry(s, _target(target), actor=actor)} is runnable again"
-                    )
+                    said = _retried(s, api.retry(s, _target(target), actor=actor))
             except DurableError as exc:
                 raise _fail(exc) from exc
         click.echo(said if len(targets) == 1 else f"{target}: {said}")
+
+
+def _retried(session: Session, instance_id: int) -> str:
+    """What a retry made of the instance: a cancelled one resumes where it was."""
+    snap = api.get(session, instance_id)
+    if snap.status == "awaiting":
+        return f"instance {instance_id} awaits its signals again"
+    if snap.status == "scheduled":
+        until = snap.run_at.isoformat(timespec="seconds") if snap.run_at else "its time"
+        return f"instance {instance_id} is scheduled again, until {until}"
+    return f"instance {instance_id} is runnable again"
 
 
 def _said_preview(action: str, preview: Any, as_json: bool) -> None:

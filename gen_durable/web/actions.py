@@ -25,6 +25,10 @@ def _queue(name: str) -> str:
         raise BadInput(str(exc)) from exc
 
 
+RETRIED = {"awaiting": "retried_awaiting", "scheduled": "retried_scheduled"}
+"""The message after a retry, by the status the instance resumed in (else "retried")."""
+
+
 def register(bp: Blueprint, dash: Dashboard) -> None:
     """Add the actions to ``bp``."""
 
@@ -36,7 +40,8 @@ def register(bp: Blueprint, dash: Dashboard) -> None:
         dash.require("retry", instance_id)
         with dash.acting() as s:
             api.retry(s, instance_id, actor=policy.actor(request))
-        return back(instance_id, "retried")
+            resumed = api.get(s, instance_id).status  # a cancelled one resumes where it was
+        return back(instance_id, RETRIED.get(resumed, "retried"))
 
     @bp.post("/instances/<int:instance_id>/cancel")
     def cancel(instance_id: int) -> ResponseReturnValue:

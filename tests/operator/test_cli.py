@@ -58,6 +58,15 @@ def test_ls_show_signal_cancel_retry_stats_prune(engine: Engine, db_url: str) ->
     assert cli("prune", "--older-than", "0", dsn=db_url).stdout.strip().startswith("pruned 0")
 
 
+def test_retry_says_where_a_cancelled_instance_resumes(engine: Engine, db_url: str) -> None:
+    with Session(engine) as s, s.begin():
+        gate = durable.insert(s, Gate)
+    gen_durable.testing.drain(engine, fsms=[Gate])  # parked on its await
+    assert cli("cancel", str(gate), dsn=db_url).stdout.strip() == "cancelled"
+    said = cli("retry", str(gate), dsn=db_url).stdout.strip()
+    assert said == f"instance {gate} awaits its signals again"
+
+
 def test_stats_counts_what_finished_in_the_last_minutes(engine: Engine, db_url: str) -> None:
     with Session(engine) as s, s.begin():
         ids = durable.insert_all(s, [Greet.new(args={"who": str(n)}) for n in range(4)])

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 from web_scenario import BIG, Order, Population, populate, status_of
 
-from gen_durable import Runner, insert, store
+from gen_durable import Runner, cancel, insert, store
 from gen_durable.client import dashboard, graph
 from gen_durable.errors import ValidationError
 from gen_durable.web import create_app, read_only
@@ -162,6 +162,19 @@ def test_actions_act_and_are_audited_with_the_web_user(
     assert all(actor == "web:anonymous" for a, actor in audit if a != "retry")
     assert limit["orders"] == 3
     assert signals[-1].payload == {"amount": BIG}
+
+
+def test_a_retry_says_where_a_cancelled_instance_resumes(
+    world: Population, engine: Engine, acting: FlaskClient
+) -> None:
+    with Session(engine) as s, s.begin():
+        cancel(s, world.awaiting)
+    token = token_of(acting, f"/instances/{world.awaiting}")
+    done = acting.post(f"/instances/{world.awaiting}/retry", data={"csrf_token": token})
+    assert done.status_code == 303 and "done=retried_awaiting" in done.headers["Location"]
+    assert status_of(engine, world.awaiting) == "awaiting"  # parked again, not run
+    page = acting.get(done.headers["Location"]).text
+    assert "The instance awaits its signals again." in page
 
 
 @pytest.mark.parametrize(
