@@ -17,6 +17,7 @@ from gen_durable.client.explain_text import attempt as _attempt
 from gen_durable.client.explain_text import error_text as _error
 from gen_durable.client.explain_text import ids_text as _ids
 from gen_durable.client.explain_text import quoted as _quoted
+from gen_durable.client.explain_text import resumes as _resumes
 from gen_durable.client.explain_text import when as _when
 from gen_durable.client.targets import Bind, check_now, check_target, connection, not_found
 from gen_durable.domain import versioning
@@ -140,7 +141,8 @@ def explain(
     if row.finished_at is not None:
         said = _FINISHED.get(status, _FINISHED[Status.FAILED])(row, _when(row.finished_at, at))
         facts = {"finished_at": row.finished_at, "result": row.result}
-        verdict, shared = _Verdict("finished", f"is finished: {said}", facts), {}
+        notes = _resumes(row, at) if status is Status.CANCELLED else ()
+        verdict, shared = _Verdict("finished", f"is finished: {said}", facts, notes), {}
     else:
         seen = _Seen.read(conn, row, at, timeout, now)
         verdict, shared = _UNFINISHED.get(status, _unknown)(seen), seen.shared

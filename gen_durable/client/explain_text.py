@@ -8,7 +8,16 @@ from datetime import datetime
 from gen_durable.store.instances import InstanceRecord
 from gen_durable.types import JSON, Status
 
-__all__ = ["FINISHED", "attempt", "error_text", "ids_text", "quoted", "span", "when"]
+__all__ = [
+    "FINISHED",
+    "attempt",
+    "error_text",
+    "ids_text",
+    "quoted",
+    "resumes",
+    "span",
+    "when",
+]
 
 
 def attempt(row: InstanceRecord) -> str:
@@ -67,3 +76,14 @@ FINISHED: dict[Status, Callable[[InstanceRecord, str], str]] = {
     ),
 }
 """How each finished status ends the sentence "is finished: ...", given when it finished."""
+
+
+def resumes(row: InstanceRecord, at: datetime) -> tuple[str, ...]:
+    """Where a retry would resume a cancelled instance, when not at once (a note)."""
+    if row.await_names is not None and row.await_pack is None:
+        names = quoted(row.await_names)
+        mode = f"all of {names}" if row.await_all and len(row.await_names) > 1 else names
+        return (f"A retry resumes its wait for signal {mode}.",)
+    if row.run_at is not None and row.run_at > at:
+        return (f"A retry resumes it scheduled, due {when(row.run_at, at)}.",)
+    return ()

@@ -235,7 +235,17 @@ def test_finished_instances_say_how(engine: Engine) -> None:
     cancelled = explain(engine, gone)
     assert "is finished: cancelled at" in cancelled.summary
     assert "(Cancel: customer asked)" in cancelled.summary
+    assert "A retry resumes it scheduled, due at " in cancelled.summary  # its delay is not over
     assert explain(engine, done).result == "quick"
+    assert "A retry" not in failed.summary and "A retry" not in finished
+
+
+def test_a_cancelled_waiter_says_a_retry_resumes_its_wait(engine: Engine) -> None:
+    gate = insert(engine, Gate)
+    drain(engine)
+    with Session(engine) as s, s.begin():
+        durable.cancel(s, gate)
+    assert explain(engine, gate).notes == ("A retry resumes its wait for signal 'open'.",)
 
 
 def _at(engine: Engine, iid: int) -> str:
