@@ -112,6 +112,15 @@ def make_db_url(db_factory: DatabaseFactory) -> Iterator[Callable[[], str]]:
 
 
 @pytest.fixture
+def two_engines(make_db_url: Callable[[], str]) -> Iterator[tuple[Engine, Engine]]:
+    """Engines on two fresh, identical databases: one path in each, then compared."""
+    engines = (create_engine(make_db_url()), create_engine(make_db_url()))
+    yield engines
+    for e in engines:
+        e.dispose()
+
+
+@pytest.fixture
 def db_url(make_db_url: Callable[[], str]) -> str:
     """SQLAlchemy URL of a fresh database with the schema, private to this test."""
     return make_db_url()

@@ -7,7 +7,8 @@ records the action (its filter, the preview's count and bound) in the audit tabl
 :func:`bulk_step` acts on the next batch and the caller commits it. Each row is cancelled
 or retried exactly as :func:`gen_durable.cancel` or :func:`gen_durable.retry` would (its
 wake-ups, children and notifications, and its own audit row, so that the audit of an
-instance shows it); the action's row keeps a running count and where it got to, so an
+instance shows it) — a batch of retries in a few statements for the whole batch, cancels
+one by one; the action's row keeps a running count and where it got to, so an
 interrupted action resumes after its last committed batch.
 """
 
@@ -20,10 +21,10 @@ from typing import Any, Literal
 import attrs
 
 from gen_durable import store
-from gen_durable.client.operations import cancel, retry
+from gen_durable.client.operations import cancel, retry_each
 from gen_durable.client.targets import Bind, check_actor, check_now, connection
 from gen_durable.domain import serialization
-from gen_durable.errors import DuplicateInstance, InvalidTransition, NotFound, ValidationError
+from gen_durable.errors import NotFound, ValidationError
 from gen_durable.store.bulk import Where
 from gen_durable.types import FINISHED, Status
 
@@ -247,7 +248,11 @@ def bulk_step(
     cutoff = details.get("updated_before")
     found = _where(eligible(action, where), where, cutoff and datetime.fromisoformat(cutoff))
     ids = store.bulk.batch(conn, found, start, details["bound"], batch)
-    acted = [i for i in ids if _act(conn, action, i, details.get("reason"), row.actor, now)]
+    if action == "retry":
+        acted = retry_each(conn, ids, actor=row.actor, now=now)
+    else:
+        reason = details.get("reason") or "cancelled"
+        acted = [i for i in ids if _cancel(conn, i, reason, row.actor, now)]
     last = ids[-1] if ids else start
     finished = len(ids) < batch
     store.audit.add_count(conn, audit_id, "done", len(acted))
@@ -256,15 +261,9 @@ def bulk_step(
     return BulkBatch(acted, last, finished, int(details.get("done", 0)) + len(acted))
 
 
-def _act(
-    bind: Bind, action: str, instance_id: int, reason: str | None, actor: str | None, now: Any
-) -> bool:
+def _cancel(bind: Bind, instance_id: int, reason: str, actor: str | None, now: Any) -> bool:
     """One row, as the single action does it; False when it no longer applies."""
     try:
-        if action == "cancel":
-            return cancel(bind, instance_id, reason or "cancelled", actor=actor, now=now)
-        retry(bind, instance_id, actor=actor, now=now)
-    # Changed meanwhile (finished, pruned), or another instance took its key.
-    except (InvalidTransition, DuplicateInstance, NotFound):
+        return cancel(bind, instance_id, reason, actor=actor, now=now)
+    except NotFound:  # pruned meanwhile
         return False
-    return True

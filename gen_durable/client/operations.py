@@ -7,8 +7,11 @@ and never commits for them.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
 from gen_durable import store
@@ -115,24 +118,63 @@ def retry(
         raise NotFound(not_found(target, live=False))
     try:
         with conn.begin_nested():
-            row = store.instances.retry(conn, instance_id, now)
+            rows = store.instances.retry(conn, [instance_id], now)
     except IntegrityError as exc:
         current = store.instances.fetch(conn, instance_id)
         key = current.correlation_key if current is not None else None
         holder = store.instances.live_ids_by_key(conn, [key]) if key else {}
         raise DuplicateInstance(key or "", holder.get(key or "", 0)) from exc
-    if row is None:
+    if not rows:
         current = store.instances.fetch(conn, instance_id)
         status = current.status if current is not None else "missing"
         raise InvalidTransition(
             f"instance {instance_id} is {status}; only failed or cancelled ones can be retried"
         )
-    if row.status == "awaiting":  # resumed its Await: signals sent meanwhile may satisfy it
-        store.signals.wake_satisfied(conn, [instance_id], now)
-    store.children.reopen(conn, instance_id, now)  # a parent still joining waits for it again
-    store.notify.notify(conn, [row.queue])
-    store.audit.record(conn, "retry", target=target, instance_id=instance_id, actor=actor, now=now)
+    _resume(conn, rows, {instance_id: target}, actor, now)
     return instance_id
+
+
+def retry_each(
+    bind: Bind, ids: Sequence[int], *, actor: str | None = None, now: datetime | None = None
+) -> list[int]:
+    """:func:`retry` of each of ``ids`` that is failed or cancelled, in a few statements for
+    them all; returns those it retried (the others changed meanwhile, or are gone).
+
+    An instance whose correlation key another unfinished instance has taken is left alone,
+    as :func:`retry` would refuse it.
+    """
+    targets.check_now(now)
+    check_actor(actor)
+    conn = connection(bind)
+    try:
+        with conn.begin_nested():
+            rows = store.instances.retry(conn, ids, now)
+    except IntegrityError:  # a key was taken: one by one, to leave that one alone
+        done = []
+        for instance_id in ids:
+            with contextlib.suppress(InvalidTransition, DuplicateInstance, NotFound):
+                done.append(retry(conn, instance_id, actor=actor, now=now))
+        return done
+    _resume(conn, rows, {row.id: row.id for row in rows}, actor, now)
+    return [row.id for row in rows]
+
+
+def _resume(
+    conn: Connection,
+    rows: Sequence[store.instances.Retried],
+    target_of: Mapping[int, int | str],
+    actor: str | None,
+    now: datetime | None,
+) -> None:
+    """What follows a retry of ``rows``: wakes, parents joining again, the audit."""
+    # Resumed at their Await: signals sent while they were cancelled may satisfy it.
+    awaiting = [row.id for row in rows if row.status == "awaiting"]
+    if awaiting:
+        store.signals.wake_satisfied(conn, awaiting, now)
+    store.children.reopen(conn, [row.id for row in rows], now)  # parents join them again
+    store.notify.notify(conn, sorted({row.queue for row in rows}))
+    entries = [(target_of[row.id], row.id) for row in rows]
+    store.audit.record_each(conn, "retry", entries, actor=actor, now=now)
 
 
 def get(bind: Bind, target: int | str) -> InstanceSnapshot:

@@ -7,6 +7,7 @@ outlives the instances it touched.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -25,7 +26,7 @@ from sqlalchemy.dialects.postgresql import array as pg_array
 
 from gen_durable.domain import serialization
 from gen_durable.store import models
-from gen_durable.store._common import NOW, param, run
+from gen_durable.store._common import NOW, param, run, unnest_params
 
 A = models.audit
 
@@ -64,6 +65,40 @@ def record(
         "now": now,
     }
     return int(run(conn, _RECORD, params).scalar_one())
+
+
+_ENTRIES = unnest_params(target="text", instance_id="bigint")
+_RECORD_MANY = insert(A).from_select(
+    ["at", "action", "target", "instance_id", "actor"],
+    select(
+        NOW,
+        param("action", "text"),
+        _ENTRIES.c.target,
+        _ENTRIES.c.instance_id,
+        param("actor", "text"),
+    ),
+)
+
+
+def record_each(
+    conn: Connection,
+    action: str,
+    entries: Sequence[tuple[int | str, int]],
+    *,
+    actor: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """One audit row per (target, instance id) of ``entries``, in one statement: an action
+    taken on many instances at once, recorded as the single action records each."""
+    if entries:
+        params = {
+            "action": action,
+            "target": [str(target) for target, _ in entries],
+            "instance_id": [instance_id for _, instance_id in entries],
+            "actor": actor,
+            "now": now,
+        }
+        run(conn, _RECORD_MANY, params)
 
 
 _KEY = param("key", "text")

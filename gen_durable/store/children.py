@@ -179,23 +179,44 @@ def finish(
 
 
 _REOPEN_CHILD = I.alias("c")
+_REOPEN_PARENT = I.alias("p")
+# Per parent, how many of the reopened children its latest Spawn is joining.
+_REOPENED = (
+    select(_REOPEN_CHILD.c.parent_id.label("parent"), func.count().label("n"))
+    .select_from(
+        _REOPEN_CHILD.join(_REOPEN_PARENT, _REOPEN_PARENT.c.id == _REOPEN_CHILD.c.parent_id)
+    )
+    .where(
+        _REOPEN_CHILD.c.id == func.any(param("children", "bigint", is_array=True)),
+        _REOPEN_CHILD.c.id >= _REOPEN_PARENT.c.children_from,
+    )
+    .group_by(_REOPEN_CHILD.c.parent_id)
+    .subquery("k")
+)
+# The parents, locked in id order first (as a commit of their children's finishes locks
+# them), so that a batch of reopened children cannot deadlock with one.
+_LOCK_REOPENED = (
+    select(I.c.id).where(I.c.id.in_(select(_REOPENED.c.parent))).order_by(I.c.id).with_for_update()
+)
 _REOPEN = (
     update(I)
     .where(
-        _REOPEN_CHILD.c.id == param("child", "bigint"),
-        I.c.id == _REOPEN_CHILD.c.parent_id,
+        I.c.id == _REOPENED.c.parent,
         I.c.status == "awaiting",
         I.c.join_policy.is_not(None),
         I.c.await_names.is_(None),
-        _REOPEN_CHILD.c.id >= I.c.children_from,
     )
-    .values(pending_children=I.c.pending_children + 1, updated_at=NOW)
+    .values(pending_children=I.c.pending_children + _REOPENED.c.n, updated_at=NOW)
 )
 
 
-def reopen(conn: Connection, child_id: int, now: datetime | None) -> None:
-    """A finished child runs again (``retry``): its parent, still joining, waits for it."""
-    run(conn, _REOPEN, {"child": child_id, "now": now})
+def reopen(conn: Connection, child_ids: Sequence[int], now: datetime | None) -> None:
+    """Finished children run again (``retry``): each parent still joining them waits for
+    them again (two children of one parent count two)."""
+    if child_ids:
+        children = sorted(child_ids)
+        run(conn, _LOCK_REOPENED, {"children": children})
+        run(conn, _REOPEN, {"children": children, "now": now})
 
 
 # -- cancelling subtrees ----------------------------------------------------------------------

@@ -247,7 +247,10 @@ _CANCELLED_PARKED = and_(
 _CANCELLED_SCHEDULED = and_(I.c.status == "cancelled", I.c.run_at > NOW)
 _RETRY = (
     update(I)
-    .where(I.c.id == param("id", "bigint"), I.c.status.in_(("failed", "cancelled")))
+    .where(
+        I.c.id == func.any(param("ids", "bigint", is_array=True)),
+        I.c.status.in_(("failed", "cancelled")),
+    )
     .values(
         status=case(
             (_CANCELLED_PARKED, "awaiting"), (_CANCELLED_SCHEDULED, "scheduled"), else_="available"
@@ -261,16 +264,17 @@ _RETRY = (
 )
 
 
-def retry(conn: Connection, instance_id: int, now: datetime | None) -> Retried | None:
-    """Make a failed or cancelled instance unfinished again at its step, attempts reset.
+def retry(conn: Connection, ids: Sequence[int], now: datetime | None) -> list[Retried]:
+    """Make the failed or cancelled ones of these instances unfinished again at their step,
+    attempts reset, in one statement; the others are left alone (not returned).
 
-    What the step awaited stays: a step that failed or was cancelled with a pack gets the
+    What a step awaited stays: a step that failed or was cancelled with a pack gets the
     same pack again, and an instance cancelled while parked on an ``Await`` is
     ``awaiting`` again (with its timeout's deadline), one cancelled while scheduled is
-    ``scheduled`` until its time.
+    ``scheduled`` until its time. Rows are locked in id order.
     """
-    row = run(conn, _RETRY, {"id": instance_id, "now": now}).one_or_none()
-    return None if row is None else Retried._make(row)
+    rows = run(conn, _RETRY, {"ids": sorted(ids), "now": now}).all()
+    return sorted(map(Retried._make, rows))
 
 
 __all__ = [

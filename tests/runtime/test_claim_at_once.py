@@ -9,7 +9,7 @@ session settings it needs, connections that prepare no statements.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -80,14 +80,6 @@ def _view(engine: Engine) -> dict[int, tuple[str, int]]:
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT id, status, attempt FROM gen_durable.gd_instances"))
         return {r.id: (r.status, r.attempt) for r in rows}
-
-
-@pytest.fixture
-def two_engines(make_db_url: Callable[[], str]) -> Iterator[tuple[Engine, Engine]]:
-    engines = (create_engine(make_db_url()), create_engine(make_db_url()))
-    yield engines
-    for e in engines:
-        e.dispose()
 
 
 def _statements(engine: Engine) -> tuple[list[str], Callable[[], None]]:
