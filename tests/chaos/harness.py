@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session
 
 import gen_durable as durable
@@ -57,13 +57,17 @@ def wait_for(
         time.sleep(interval)
 
 
-def query(engine: Engine, sql: str, **params: Any) -> list[Any]:
-    with engine.connect() as conn:
+def query(bind: Engine | Connection, sql: str, **params: Any) -> list[Any]:
+    if isinstance(bind, Connection):  # within the caller's transaction (its snapshot)
+        return list(bind.execute(text(sql), params).all())
+    with bind.connect() as conn:
         return list(conn.execute(text(sql), params).all())
 
 
-def value(engine: Engine, sql: str, **params: Any) -> Any:
-    with engine.connect() as conn:
+def value(bind: Engine | Connection, sql: str, **params: Any) -> Any:
+    if isinstance(bind, Connection):
+        return bind.execute(text(sql), params).scalar()
+    with bind.connect() as conn:
         return conn.execute(text(sql), params).scalar()
 
 
@@ -390,19 +394,27 @@ def verify(engine: Engine, workload: Workload, *, collected: bool = False) -> Ve
     With ``collected`` (GC ran with zero retention), finished rows may be gone: the
     evidence tables stand in for them, and deleted rows must have been finished.
     """
+    # One snapshot for every read: GC keeps running while this reads (zero retention), and
+    # an instance read as present must be read with its signals, not without them.
+    snapshot = engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    with snapshot as conn, conn.begin():
+        return _verify(conn, workload, collected)
+
+
+def _verify(conn: Connection, workload: Workload, collected: bool) -> Verdict:
     problems: list[str] = []
     ids = workload.ids
     by_id = {iid: n for n, iid in ids.items()}
     effects = {
         (r.instance_id, r.version): r
         for r in query(
-            engine, "SELECT instance_id, version, step, attempt, pid, info FROM chaos_effects"
+            conn, "SELECT instance_id, version, step, attempt, pid, info FROM chaos_effects"
         )
     }
     rows = {
         r.id: r
         for r in query(
-            engine,
+            conn,
             "SELECT id, fsm, status, version, state, parent_id FROM gen_durable.gd_instances "
             "WHERE fsm IN ('chaos.Flow', 'chaos.Leaf')",
         )
@@ -410,7 +422,7 @@ def verify(engine: Engine, workload: Workload, *, collected: bool = False) -> Ve
     deleted = {
         r.instance_id: r
         for r in query(
-            engine,
+            conn,
             "SELECT instance_id, fsm, status, finished, parent_unfinished FROM chaos_deleted",
         )
     }
@@ -459,7 +471,7 @@ def verify(engine: Engine, workload: Workload, *, collected: bool = False) -> Ve
 
     # Signals: one per awaiting flow, its own, consumed once by the step after the Await.
     signals = query(
-        engine,
+        conn,
         "SELECT instance_id, payload, consumed_at IS NOT NULL AS consumed, consumed_version "
         "FROM gen_durable.gd_signals WHERE name = 'go'",
     )
@@ -515,10 +527,10 @@ def verify(engine: Engine, workload: Workload, *, collected: bool = False) -> Ve
     # Re-runs only after a claim ended without a landed transition; none of those commits.
     runs = Counter(
         (r.instance_id, r.version)
-        for r in query(engine, "SELECT instance_id, version FROM chaos_runs")
+        for r in query(conn, "SELECT instance_id, version FROM chaos_runs")
     )
     exits = query(
-        engine,
+        conn,
         "SELECT instance_id, version, attempt, reaped, released, error_type FROM chaos_exits",
     )
     exits_per = Counter((e.instance_id, e.version) for e in exits)
@@ -540,10 +552,10 @@ def verify(engine: Engine, workload: Workload, *, collected: bool = False) -> Ve
             if not r.finished or r.parent_unfinished:
                 gc_violations += 1
                 problems.append(f"GC deleted {r}")
-        # One statement, one snapshot: GC keeps running while this reads, and a signal
-        # deleted with its instance after ``deleted`` was read must not look orphaned.
+        # In verify's one snapshot, like every read here: a signal deleted with its
+        # instance after ``deleted`` was read cannot look orphaned.
         orphans = query(
-            engine,
+            conn,
             "SELECT s.signal_id, s.instance_id FROM chaos_deleted_signals s "
             "LEFT JOIN chaos_deleted d USING (instance_id) WHERE d.instance_id IS NULL",
         )
@@ -561,7 +573,7 @@ def verify(engine: Engine, workload: Workload, *, collected: bool = False) -> Ve
         "lease_expiries": sum(1 for e in exits if e.reaped),
         "released": sum(1 for e in exits if e.released),
         "failed_attempts": sum(1 for e in exits if not e.reaped and not e.released),
-        "fenced_reported": int(value(engine, "SELECT count(*) FROM chaos_fenced")),
+        "fenced_reported": int(value(conn, "SELECT count(*) FROM chaos_fenced")),
         "signals": len(workload.wait),
         "lost": lost,
         "double_commits": double + len(zombie_commits),
