@@ -14,6 +14,7 @@ from gen_durable.client import upgrades
 from gen_durable.client.explain_edges import lapse, rate_hold
 from gen_durable.client.explain_text import FINISHED as _FINISHED
 from gen_durable.client.explain_text import attempt as _attempt
+from gen_durable.client.explain_text import awaited as _awaited
 from gen_durable.client.explain_text import error_text as _error
 from gen_durable.client.explain_text import ids_text as _ids
 from gen_durable.client.explain_text import quoted as _quoted
@@ -317,9 +318,7 @@ def _awaiting_signals(seen: _Seen) -> _Verdict:
     """Which awaited signals are pending and which missing, what else is, when it times out."""
     row, pending = seen.row, seen.shared["pending_signals"]
     names = tuple(row.await_names or ())
-    which = _quoted(names)
-    mode = f"all of {which}" if row.await_all and len(names) > 1 else which
-    text = f"is waiting for signal {mode}, then resumes at step {row.step!r}."
+    text = f"is waiting for signal {_awaited(row)}, then resumes at step {row.step!r}."
     have, missing = [n for n in names if n in pending], [n for n in names if n not in pending]
     if have:
         text += f" Already pending: {_quoted(have)}; still missing: {_quoted(missing)}."

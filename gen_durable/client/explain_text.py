@@ -11,6 +11,7 @@ from gen_durable.types import JSON, Status
 __all__ = [
     "FINISHED",
     "attempt",
+    "awaited",
     "error_text",
     "ids_text",
     "quoted",
@@ -78,12 +79,16 @@ FINISHED: dict[Status, Callable[[InstanceRecord, str], str]] = {
 """How each finished status ends the sentence "is finished: ...", given when it finished."""
 
 
+def awaited(row: InstanceRecord) -> str:
+    """The signals of the ``Await`` a row is parked at: ``'a', 'b'`` or ``all of 'a', 'b'``."""
+    names = tuple(row.await_names or ())
+    return f"all of {quoted(names)}" if row.await_all and len(names) > 1 else quoted(names)
+
+
 def resumes(row: InstanceRecord, at: datetime) -> tuple[str, ...]:
     """Where a retry would resume a cancelled instance, when not at once (a note)."""
     if row.await_names is not None and row.await_pack is None:
-        names = quoted(row.await_names)
-        mode = f"all of {names}" if row.await_all and len(row.await_names) > 1 else names
-        return (f"A retry resumes its wait for signal {mode}.",)
+        return (f"A retry resumes its wait for signal {awaited(row)}.",)
     if row.run_at is not None and row.run_at > at:
         return (f"A retry resumes it scheduled, due {when(row.run_at, at)}.",)
     return ()

@@ -213,9 +213,10 @@ _REOPEN = (
 def reopen(conn: Connection, child_ids: Sequence[int], now: datetime | None) -> None:
     """Finished children run again (``retry``): each parent still joining them waits for
     them again (two children of one parent count two)."""
-    if child_ids:
-        children = sorted(child_ids)
-        run(conn, _LOCK_REOPENED, {"children": children})
+    if not child_ids:
+        return
+    children = sorted(child_ids)
+    if run(conn, _LOCK_REOPENED, {"children": children}).first() is not None:  # any parent
         run(conn, _REOPEN, {"children": children, "now": now})
 
 

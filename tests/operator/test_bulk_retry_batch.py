@@ -1,7 +1,8 @@
 """A bulk retry acts on a whole batch in a few statements; it must leave every instance as
 the single ``retry()`` of each would. One database is retried batch-wise, an identical one
 row by row, over a batch that mixes instances in different situations: failed jobs,
-instances cancelled while parked on an await (signalled meanwhile or not) or asleep,
+instances cancelled while parked on an await of any or all of two names (signalled
+meanwhile or not, partly), while backing off with its pack, or asleep,
 failed children of one parent still joining a third, and one whose correlation key another
 instance has taken (the batch then goes one by one, leaving that one alone)."""
 
@@ -15,7 +16,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 import gen_durable as durable
-from gen_durable import FSM, Await, Done, Job, Sleep, Spawn
+from gen_durable import FSM, Await, Backoff, Done, Job, Sleep, Spawn
 from gen_durable.client import bulk
 from gen_durable.errors import DuplicateInstance
 from gen_durable.testing import drain
@@ -39,13 +40,16 @@ class Hold(Job):
 class Parked(FSM):
     name = "bulkbatch.Parked"
     steps = ("wait", "go")
+    backoff = Backoff(base=3600, factor=1.0, max=3600, jitter=0.0)
 
     def wait(self, ctx: durable.Context) -> Any:
         if ctx.state.get("sleep"):
             return Sleep(3600, then="go")
-        return Await("a", then="go")
+        return Await("a", "b", then="go", all=bool(ctx.state.get("all")))
 
     def go(self, ctx: durable.Context) -> Done:
+        if ctx.state.get("raise"):  # backs off for an hour, holding its pack
+            raise RuntimeError("not yet")
         return Done([s.payload for s in ctx.awaited])
 
 
@@ -61,21 +65,29 @@ class Parent(FSM):
         return Done([c.status for c in ctx.children])
 
 
-def _scenario(engine: Engine, *, key_taken: bool) -> None:
+def _scenario(engine: Engine, *, key_taken: bool) -> dict[str, int]:
     with Session(engine) as s, s.begin():
         for n in range(3):
             durable.insert(s, Flaky, args={}, correlation_key=f"job:{n}")
         waiting = [durable.insert(s, Parked, state={}) for _ in range(2)]
+        both = durable.insert(s, Parked, state={"all": True})  # all of a, b: only a comes
+        backing_off = durable.insert(s, Parked, state={"raise": True})
         asleep = durable.insert(s, Parked, state={"sleep": True})
         durable.insert(s, Parent, state={})
     drain(engine, queues=["default"])  # the held child stays available: its parent joins
     with Session(engine) as s, s.begin():
+        durable.signal(s, backing_off, "b", "b0")
+    drain(engine, queues=["default"])  # go fails with its pack [b0], backs off an hour
+    with Session(engine) as s, s.begin():
         durable.signal(s, waiting[0], "a", "a0")  # wakes it: cancelled before it runs
-        for iid in [*waiting, asleep]:
+        durable.signal(s, both, "a", "a1")
+        durable.signal(s, backing_off, "a", "newer than its pack")
+        for iid in [*waiting, both, backing_off, asleep]:
             durable.cancel(s, iid)
         durable.signal(s, waiting[1], "a", "sent while cancelled")
         if key_taken:
             durable.insert(s, Hold, args={}, correlation_key="job:1")
+    return {"both": both, "backing_off": backing_off}
 
 
 def _view(engine: Engine) -> list[tuple[Any, ...]]:
@@ -125,14 +137,17 @@ def test_a_bulk_retry_leaves_each_instance_as_its_single_retry_would(
     two_engines: tuple[Engine, Engine], key_taken: bool
 ) -> None:
     batched, single = two_engines
-    for engine in two_engines:
-        _scenario(engine, key_taken=key_taken)
+    ids = _scenario(batched, key_taken=key_taken)
+    assert _scenario(single, key_taken=key_taken) == ids
     retried = _bulk_retry(batched)
     assert retried == _single_retries(single)
-    assert len(retried) == (7 if key_taken else 8)
+    assert len(retried) == (9 if key_taken else 10)
     assert _view(batched) == _view(single)
-    statuses = {row[1] for row in _view(batched)[: -len(retried)]}
-    assert {"awaiting", "available", "scheduled"} <= statuses
+    rows = {row[0]: row for row in _view(batched)[: -len(retried)]}
+    assert {row[1] for row in rows.values()} >= {"awaiting", "available", "scheduled"}
+    assert rows[ids["both"]][1] == "awaiting"  # all of a, b: only a is there
+    backing_off = rows[ids["backing_off"]]
+    assert (backing_off[1], len(backing_off[7])) == ("scheduled", 1)  # its pack [b0] kept
     for engine in two_engines:  # and they go on alike: the woken runs with its pack
         drain(engine, queues=["default"])
     assert _view(batched) == _view(single)
